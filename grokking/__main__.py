@@ -1,0 +1,3 @@
+from grokking.cli import main
+
+main(prog_name="grokking")

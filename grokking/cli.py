@@ -1,0 +1,185 @@
+"""The `grokking` command: thin Typer commands that parse options, call the package and report."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
+from grokking.evaluate import evaluate_checkpoints, run_checkpoints
+from grokking.plot import plot_runs
+from grokking.rundir import RunDir
+from grokking.tasks import OPERATIONS
+from grokking.train import TrainingInterrupted, default_run_dir, resolve_batch_size, resolve_device, train
+
+main = typer.Typer(
+    name="grokking",
+    help="Reproduce and study grokking (Power et al. 2022) on modular arithmetic.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+TASK, MODEL, OPTIM, RUN = "Task", "Model", "Optimization", "Run, output and schedule"
+PRESET_HELP = ", ".join(PRESETS)
+OPERATION_HELP = "; ".join(f"{name}: {op.formula}" for name, op in OPERATIONS.items())
+
+
+def _presets_epilog() -> str:
+    """Each preset's values that differ from the paper's defaults, for `train --help`."""
+    base = RunConfig().to_dict()
+    lines = ["[bold]Presets[/] (paper defaults: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "preset") + ")"]
+    for name, config in PRESETS.items():
+        changed = ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if k != "preset" and v != base[k])
+        lines.append(f"[bold]{name}[/]: {changed or 'paper defaults'}")
+    return "\n\n".join(lines)
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _train_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    overrides = {k: v for k, v in values.items() if v is not None}
+    if "betas" in overrides:
+        overrides["beta1"], overrides["beta2"] = overrides.pop("betas")
+    return overrides
+
+
+@main.command("train", epilog=_presets_epilog())
+def train_command(
+    preset: Annotated[Optional[str], typer.Option(help=f"Starting point: {PRESET_HELP}. \\[default: quick]")] = None,
+    operation: Annotated[Optional[str], typer.Option("--op", help=f"Operation: {OPERATION_HELP}.", rich_help_panel=TASK)] = None,
+    p: Annotated[Optional[int], typer.Option(help="Modulus (prime for division).", rich_help_panel=TASK)] = None,
+    train_frac: Annotated[Optional[float], typer.Option(help="Fraction of the table used for training.", rich_help_panel=TASK)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of split, init and batches.", rich_help_panel=TASK)] = None,
+    n_layers: Annotated[Optional[int], typer.Option(help="Transformer layers.", rich_help_panel=MODEL)] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Residual width.", rich_help_panel=MODEL)] = None,
+    n_heads: Annotated[Optional[int], typer.Option(help="Attention heads.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout probability.", rich_help_panel=MODEL)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam or adamw.", rich_help_panel=OPTIM)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate after warmup.", rich_help_panel=OPTIM)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (decoupled for adamw).", rich_help_panel=OPTIM)] = None,
+    betas: Annotated[Optional[tuple[float, float]], typer.Option(help="Adam betas, e.g. --betas 0.9 0.98.", rich_help_panel=OPTIM)] = None,
+    eps: Annotated[Optional[float], typer.Option(help="Adam epsilon.", rich_help_panel=OPTIM)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=OPTIM)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size \\[default: min(512, n_train // 2)].", rich_help_panel=OPTIM)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimization step budget.", rich_help_panel=RUN)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations (plus powers of two before).", rich_help_panel=RUN)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between resume points (latest.pt).", rich_help_panel=RUN)] = None,
+    snapshot_every: Annotated[Optional[int], typer.Option(help="Steps between kept step_*.pt (powers of two are kept too).", rich_help_panel=RUN)] = None,
+    stop_on_grok: Annotated[Optional[bool], typer.Option("--stop-on-grok/--no-stop-on-grok", help="Stop after 3 evaluations in a row at val acc ≥ 99%.", rich_help_panel=RUN)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.", rich_help_panel=RUN)] = None,
+    out_dir: Annotated[Path, typer.Option(help="Parent of the default run dir.", rich_help_panel=RUN)] = Path("runs"),
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run dir \\[default: OUT_DIR/<op>_p<p>_<preset>_s<seed>].", rich_help_panel=RUN)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the run dir with its saved config (flags given here override).", rich_help_panel=RUN)] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete the run in the run dir and start over.", rich_help_panel=RUN)] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved config as JSON and exit.", rich_help_panel=RUN)] = False,
+) -> None:
+    """Train a transformer on an arithmetic table; stream metrics and checkpoints to a run dir.
+
+    Running it again on the same run dir continues from the last checkpoint.
+    """
+    overrides = _train_overrides(
+        dict(
+            operation=operation, p=p, train_frac=train_frac, seed=seed, n_layers=n_layers, d_model=d_model,
+            n_heads=n_heads, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
+            eps=eps, warmup_steps=warmup_steps, batch_size=batch_size, steps=steps, eval_every=eval_every,
+            checkpoint_every=checkpoint_every, snapshot_every=snapshot_every, stop_on_grok=stop_on_grok, device=device,
+        )
+    )  # fmt: skip
+    try:
+        if resume and preset is None and run_dir is not None:
+            config = RunDir(run_dir).read_config().replace(**overrides)
+        else:
+            config = preset_config(preset or "quick").replace(**overrides)
+        config = resolve_batch_size(config)
+        resolve_device(config.device)
+        run = RunDir(run_dir) if run_dir is not None else default_run_dir(config, str(out_dir))
+        if dry_run:
+            print(json.dumps({"run_dir": str(run.path), "config": config.to_dict()}, indent=2))
+            return
+        console.print(f"[bold]training[/] {run.path}  ([dim]grokking plot --run-dir {run.path}[/] draws it at any time)")
+        summary = train(config, run, resume=resume, overwrite=overwrite, console=err_console)
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    except TrainingInterrupted as e:
+        err_console.print(
+            f"[yellow]{e}[/]; checkpoint saved. Resume with: [bold]grokking train --run-dir {run.path} --resume[/]"
+        )
+        raise typer.Exit(code=128 + e.signal_number) from None
+    console.print(_summary_table(summary))
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        table.add_row(key, "—" if value is None else str(value))
+    return table
+
+
+@main.command("plot")
+def plot_command(
+    run_dir: Annotated[list[Path], typer.Option(help="Run dir to draw; repeat to overlay several runs.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN_DIR/plots; required with several runs].")] = None,
+) -> None:
+    """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paths = plot_runs(run_dir, out)
+        for warning in caught:
+            err_console.print(f"[yellow]warning:[/] {warning.message}")
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+@main.command("eval")
+def eval_command(
+    checkpoint: Annotated[Optional[Path], typer.Option(help="One checkpoint file to evaluate.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Evaluate every checkpoint of this run dir.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Recompute train/validation loss and accuracy of saved checkpoints on the run's split."""
+    try:
+        if (checkpoint is None) == (run_dir is None):
+            raise GrokkingError("give exactly one of --checkpoint FILE or --run-dir DIR")
+        if checkpoint is not None:
+            rows = evaluate_checkpoints([checkpoint])
+        else:
+            run = RunDir(run_dir)
+            rows = evaluate_checkpoints(run_checkpoints(run), expected=run.read_config())
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="checkpoint evaluation")
+    for column in ("step", "train_loss", "train_acc", "val_loss", "val_acc", "checkpoint"):
+        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    for row in rows:
+        table.add_row(
+            f"{row['step']:,}",
+            f"{row['train_loss']:.4f}",
+            f"{row['train_acc']:.2%}",
+            f"{row['val_loss']:.4f}",
+            f"{row['val_acc']:.2%}",
+            Path(row["checkpoint"]).name,
+        )
+    console.print(table)
+

@@ -1,0 +1,102 @@
+"""Evaluation of a model, or of saved checkpoints, on the whole train and validation splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig, config_differences
+from grokking.model import Transformer, build_model
+from grokking.rundir import RunDir, checkpoint_config, load_checkpoint
+from grokking.tasks import Dataset, build_dataset, split_indices
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's table and its split, resident on one device."""
+
+    dataset: Dataset
+    train_inputs: torch.Tensor
+    train_targets: torch.Tensor
+    val_inputs: torch.Tensor
+    val_targets: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_targets)
+
+
+def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData:
+    dataset = build_dataset(config.operation, config.p)
+    train_idx, val_idx = split_indices(len(dataset.targets), config.train_frac, config.seed)
+    inputs, targets = dataset.inputs.to(device), dataset.targets.to(device)
+    train_idx, val_idx = train_idx.to(device), val_idx.to(device)
+    return TaskData(dataset, inputs[train_idx], targets[train_idx], inputs[val_idx], targets[val_idx])
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the answer token over a whole split, in one pass."""
+    was_training = model.training
+    model.eval()
+    logits = model(inputs).float()
+    model.train(was_training)
+    loss = F.cross_entropy(logits, targets)
+    accuracy = (logits.argmax(dim=-1) == targets).float().mean()
+    return loss.item(), accuracy.item()
+
+
+def evaluate(model: nn.Module, data: TaskData) -> dict[str, float]:
+    train_loss, train_acc = loss_and_accuracy(model, data.train_inputs, data.train_targets)
+    val_loss, val_acc = loss_and_accuracy(model, data.val_inputs, data.val_targets)
+    return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+
+
+def model_from_checkpoint(state: dict[str, Any], config: RunConfig, data: TaskData) -> Transformer:
+    model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0]
+        raise GrokkingError(f"checkpoint weights do not fit its config ({first}); the file is corrupt") from None
+    return model
+
+
+def evaluate_checkpoints(paths: list[Path], expected: RunConfig | None = None) -> list[dict[str, Any]]:
+    """Evaluate each checkpoint file on its run's split; rows sorted by step.
+
+    With `expected` (the run dir's config), a checkpoint trained with a different config is refused.
+    """
+    rows, cache = [], {}
+    for path in paths:
+        state = load_checkpoint(path)
+        config = checkpoint_config(state, path)
+        if expected is not None:
+            differences = config_differences(expected, config, ignore=RESUMABLE_FIELDS)
+            if differences:
+                raise GrokkingError(
+                    f"checkpoint {path} was trained with a different config than its run dir ({'; '.join(differences)})"
+                )
+        key = (config.operation, config.p, config.train_frac, config.seed)
+        data = cache.get(key) or cache.setdefault(key, load_task(config))
+        model = model_from_checkpoint(state, config, data)
+        rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data)})
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def run_checkpoints(run: RunDir) -> list[Path]:
+    """The checkpoints of a run dir to evaluate: every kept step, plus latest.pt if it is newer."""
+    run.require_exists()
+    paths = run.snapshots()
+    if run.latest_path.is_file():
+        latest_step = int(load_checkpoint(run.latest_path)["step"])
+        if run.snapshot_path(latest_step) not in paths:
+            paths.append(run.latest_path)
+    if not paths:
+        raise GrokkingError(f"{run.path} has no checkpoints yet; train first")
+    return paths

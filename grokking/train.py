@@ -1,0 +1,356 @@
+"""The training loop: exact resume from `latest.pt`, clean stop on Ctrl-C/SIGTERM, stop-on-grok."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from grokking import __version__
+from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig, config_differences
+from grokking.evaluate import TaskData, evaluate, load_task
+from grokking.model import build_model, weight_norm
+from grokking.rundir import GENERALIZED, RunDir, checkpoint_config, grokking_steps, load_checkpoint
+from grokking.tasks import n_examples, n_train_examples
+
+GROK_PATIENCE = 3  # --stop-on-grok stops after this many evaluations in a row at val acc ≥ 0.99
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signal_number: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}")
+        self.signal_number = signal_number
+        self.step = step
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GrokkingError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise GrokkingError("--device mps was asked for but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def resolve_batch_size(config: RunConfig) -> RunConfig:
+    """Validate `config` and fill in the paper's batch size min(512, n_train // 2) unless one is given."""
+    config.validate()
+    n_train = n_train_examples(n_examples(config.operation, config.p), config.train_frac)
+    size = config.batch_size if config.batch_size is not None else max(1, min(512, n_train // 2))
+    if not 1 <= size <= n_train:
+        raise GrokkingError(f"--batch-size must be between 1 and the {n_train} training examples (got {size})")
+    return config.replace(batch_size=size)
+
+
+def learning_rate(config: RunConfig, step: int) -> float:
+    """Linear warmup over `warmup_steps` optimizer steps, then constant."""
+    return config.lr * min(1.0, step / config.warmup_steps) if config.warmup_steps else config.lr
+
+
+class BatchSampler:
+    """Shuffled epochs without replacement; the batch of a step depends only on (seed, step),
+    so the sampler's whole state is the step and resume needs nothing else."""
+
+    def __init__(self, seed: int, n_train: int, batch_size: int, device: torch.device):
+        self.seed, self.n_train, self.batch_size, self.device = seed, n_train, batch_size, device
+        self.per_epoch = n_train // batch_size
+        self._epoch, self._order = -1, torch.empty(0)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, index = divmod(step - 1, self.per_epoch)
+        if epoch != self._epoch:
+            order = np.random.default_rng([self.seed, 1, epoch]).permutation(self.n_train)
+            self._epoch, self._order = epoch, torch.from_numpy(order).to(self.device)
+        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
+
+
+def is_eval_step(config: RunConfig, step: int) -> bool:
+    """Every `eval_every` steps and the last, plus powers of two before the first (dense on a log axis)."""
+    early = step < config.eval_every and step & (step - 1) == 0
+    return early or step % config.eval_every == 0 or step == config.steps
+
+
+def is_snapshot_step(config: RunConfig, step: int) -> bool:
+    """Kept checkpoints: every power of two (dense early) and every `snapshot_every` steps (sparse late)."""
+    return step & (step - 1) == 0 or step % config.snapshot_every == 0 or step == config.steps
+
+
+def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(
+        model.parameters(),
+        lr=learning_rate(config, 1),
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+    )
+
+
+def runtime_info(device: torch.device) -> dict[str, Any]:
+    return {
+        "grokking_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def default_run_dir(config: RunConfig, out_dir: str = "runs") -> RunDir:
+    return RunDir(f"{out_dir}/{config.operation}_p{config.p}_{config.preset}_s{config.seed}")
+
+
+@dataclass
+class LoopState:
+    """What the loop carries besides model and optimizer; all of it is saved in latest.pt."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    grok_streak: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_run_dir(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bool:
+    """Check the run dir against `config`; return True when training continues from latest.pt.
+
+    Nothing is modified when an error is raised.
+    """
+    for path in (run.path, *run.path.parents):
+        if path.exists() and not path.is_dir():
+            raise GrokkingError(f"{path} is a file, not a directory; choose another --run-dir or --out-dir")
+    is_run = run.config_path.is_file()
+    if not is_run and run.has_visible_files():
+        raise GrokkingError(f"{run.path} exists and is not a grokking run dir; choose another --run-dir")
+    run.check_unlocked()
+    if overwrite:
+        if is_run:
+            shutil.rmtree(run.path)
+        return False
+    if not is_run:
+        if resume:
+            raise GrokkingError(f"nothing to resume: {run.path} holds no run; drop --resume to start one")
+        return False
+    differences = config_differences(run.read_config(), config, ignore=RESUMABLE_FIELDS)
+    if differences:
+        raise GrokkingError(
+            f"{run.path} holds a run with a different config ({'; '.join(differences)}); "
+            "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir"
+        )
+    if run.latest_path.is_file():
+        stored = checkpoint_config(load_checkpoint(run.latest_path), run.latest_path)
+        differences = config_differences(stored, config, ignore=RESUMABLE_FIELDS)
+        if differences:
+            raise GrokkingError(f"{run.latest_path} is from a different config ({'; '.join(differences)}); use --overwrite")
+        return True
+    if resume:
+        raise GrokkingError(f"nothing to resume: {run.path} has no checkpoint yet; drop --resume to start over")
+    return False
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a request the loop honours at the end of the current step."""
+    received: list[int] = []
+    handled = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {s: signal.signal(s, lambda number, frame: received.append(number)) for s in handled}
+    except ValueError:  # not in the main thread: leave signals alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run: RunDir, device: torch.device):
+        self.config, self.run, self.device = config, run, device
+        self.data: TaskData = load_task(config, device)
+        self.sampler = BatchSampler(config.seed, self.data.n_train, config.batch_size, device)
+        dataset = self.data.dataset
+        self.model = build_model(dataset.vocab_size, dataset.n_classes, config).to(device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.state = LoopState()
+        torch.manual_seed(config.seed)  # dropout's stream; saved and restored with every checkpoint
+
+    # checkpoints -----------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"step": self.state.step, "config": self.config.to_dict(), "model": self.model.state_dict()}
+
+    def save_latest(self) -> None:
+        state = {
+            **self._snapshot(),
+            "optimizer": self.optimizer.state_dict(),
+            "elapsed_s": self.state.elapsed_s,
+            "grok_streak": self.state.grok_streak,
+            "last_metrics": self.state.last,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        }
+        self.run.save_checkpoint(self.run.latest_path, state)
+
+    def restore_latest(self) -> None:
+        path = self.run.latest_path
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda" and state["cuda_rng"]:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self.state = LoopState(
+                step=int(state["step"]),
+                elapsed_s=float(state["elapsed_s"]),
+                grok_streak=int(state["grok_streak"]),
+                last=dict(state["last_metrics"]),
+            )
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            first = str(e).splitlines()[0]
+            raise GrokkingError(f"{path} is corrupt or incomplete ({first}); use --overwrite to start over") from None
+
+    # the loop --------------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, step)
+        batch = self.sampler.indices(step)
+        logits = self.model(self.data.train_inputs[batch])
+        loss = F.cross_entropy(logits.float(), self.data.train_targets[batch])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def record(self, step: int, started: float, started_elapsed: float) -> dict[str, Any]:
+        metrics = evaluate(self.model, self.data)
+        record = {
+            "step": step,
+            **metrics,
+            "lr": learning_rate(self.config, step),
+            "weight_norm": weight_norm(self.model),
+            "elapsed_s": round(started_elapsed + time.perf_counter() - started, 3),
+        }
+        self.run.append_metrics(record)
+        self.state.last = metrics
+        self.state.grok_streak = self.state.grok_streak + 1 if metrics["val_acc"] >= GENERALIZED else 0
+        return record
+
+    def grokked(self) -> bool:
+        return self.config.stop_on_grok and self.state.grok_streak >= GROK_PATIENCE
+
+    def run_loop(self, stop_requests: list[int], progress: Progress | None) -> str:
+        """Train until the budget, grokking (with stop_on_grok) or a stop signal; return why it ended."""
+        config, state = self.config, self.state
+        task = progress.add_task("train", total=config.steps, completed=state.step, **_fields(state.last)) if progress else None
+        started, started_elapsed = time.perf_counter(), state.elapsed_s
+        step = state.step
+        while step < config.steps and not self.grokked():
+            step += 1
+            self.train_step(step)
+            state.step = step
+            if is_eval_step(config, step):
+                self.record(step, started, started_elapsed)
+            state.elapsed_s = started_elapsed + time.perf_counter() - started
+            finished = step == config.steps or self.grokked()
+            if step % config.checkpoint_every == 0 or finished or stop_requests:
+                self.save_latest()
+            if is_snapshot_step(config, step) or finished:
+                self.run.save_checkpoint(self.run.snapshot_path(step), self._snapshot())
+            if progress is not None:
+                progress.update(task, completed=step, **_fields(state.last))
+            if stop_requests:
+                raise TrainingInterrupted(stop_requests[0], step)
+        return "grokked" if self.grokked() else "budget"
+
+    def summary(self, reason: str) -> dict[str, Any]:
+        records = self.run.read_metrics()
+        final = records[-1] if records else {}
+        return {
+            "run_dir": str(self.run.path),
+            "steps_done": self.state.step,
+            "stopped": reason,
+            "elapsed_s": round(self.state.elapsed_s, 3),
+            **{f"final_{k}": final.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            **grokking_steps(records),
+            "steps_per_s": round(self.state.step / self.state.elapsed_s, 1) if self.state.elapsed_s else None,
+        }
+
+
+def _fields(last: dict[str, float]) -> dict[str, str]:
+    if not last:
+        return {"metrics": "waiting for the first evaluation"}
+    return {
+        "metrics": f"train {last['train_loss']:.3g}/{last['train_acc']:.1%}  val {last['val_loss']:.3g}/{last['val_acc']:.1%}"
+    }
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} steps/s" if task.speed else "… steps/s", style="magenta")
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]step"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        TextColumn("[cyan]{task.fields[metrics]}"),
+        console=console,
+    )
+
+
+def train(
+    config: RunConfig,
+    run: RunDir,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train `config` into `run` (continuing it if it holds this run) and return the summary."""
+    config = resolve_batch_size(config)
+    device = resolve_device(config.device)
+    continuing = prepare_run_dir(config, run, resume, overwrite)
+    with run.lock():
+        trainer = Trainer(config, run, device)
+        if continuing:
+            trainer.restore_latest()
+        run.truncate_metrics(trainer.state.step)
+        run.write_config(config, runtime_info(device))
+        display = progress_bar(console) if console is not None else nullcontext()
+        with stop_signals() as stop_requests, display as progress:
+            reason = trainer.run_loop(stop_requests, progress)
+        summary = trainer.summary(reason)
+        run.write_summary(summary)
+    return summary

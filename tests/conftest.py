@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny configs that train in well under a second."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from grokking.config import RunConfig
+
+TINY = RunConfig(
+    preset="tiny",
+    p=11,
+    train_frac=0.5,
+    steps=40,
+    lr=3e-3,
+    d_model=32,
+    n_heads=4,
+    n_layers=1,
+    eval_every=10,
+    checkpoint_every=10,
+    snapshot_every=20,
+    device="cpu",
+)
+
+TINY_FLAGS = [
+    "--p", "11", "--train-frac", "0.5", "--steps", "40", "--lr", "3e-3", "--d-model", "32",
+    "--n-heads", "4", "--n-layers", "1", "--eval-every", "10", "--checkpoint-every", "10",
+    "--snapshot-every", "20", "--device", "cpu", "--no-stop-on-grok",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny() -> RunConfig:
+    return TINY
+
+
+def tree_checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (empty when root does not exist)."""
+    if not root.exists():
+        return {}
+    if root.is_file():
+        return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }

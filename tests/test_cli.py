@@ -1,0 +1,106 @@
+"""The CLI end to end on a tiny config: train → plot → eval, and the run dir it writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.rundir import RunDir
+
+from .conftest import TINY_FLAGS
+
+runner = CliRunner()
+METRIC_KEYS = {"step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s"}
+
+
+def invoke(*args: str):
+    return runner.invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = invoke("train", *TINY_FLAGS, "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    return RunDir(run_dir)
+
+
+def test_train_writes_the_run_dir(trained):
+    config = json.loads(trained.config_path.read_text())
+    assert config["config"]["p"] == 11 and config["config"]["batch_size"] == 27
+    assert {"grokking_version", "torch_version", "device"} <= set(config["runtime"])
+    records = trained.read_metrics()
+    assert all(set(r) == METRIC_KEYS for r in records)
+    assert [r["step"] for r in records] == [1, 2, 4, 8, 10, 20, 30, 40]
+    assert all(0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1 for r in records)
+    assert records[0]["lr"] == pytest.approx(3e-3 / 10) and records[-1]["lr"] == pytest.approx(3e-3)
+    snapshots = [p.name for p in trained.snapshots()]
+    assert snapshots == [f"step_{s:08d}.pt" for s in (1, 2, 4, 8, 16, 20, 32, 40)]
+    assert trained.latest_path.is_file()
+    summary = json.loads(trained.summary_path.read_text())
+    assert summary["steps_done"] == 40 and summary["stopped"] == "budget"
+    assert summary["final_val_acc"] == records[-1]["val_acc"]
+    assert {"memorization_step", "generalization_step", "grokking_delay"} <= set(summary)
+
+
+def test_plot_draws_both_figures(trained):
+    result = invoke("plot", "--run-dir", trained.path)
+    assert result.exit_code == 0, result.output
+    for name in ("accuracy.png", "loss.png"):
+        data = (trained.plots_dir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_plot_overlays_several_runs(trained, tmp_path):
+    other = tmp_path / "other"
+    assert invoke("train", *TINY_FLAGS, "--seed", "1", "--run-dir", other).exit_code == 0
+    result = invoke("plot", "--run-dir", trained.path, "--run-dir", other, "--out", tmp_path / "overlay")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "overlay" / "accuracy.png").is_file() and (tmp_path / "overlay" / "loss.png").is_file()
+
+
+def test_eval_of_the_last_checkpoint_agrees_with_the_last_metrics_line(trained):
+    result = invoke("eval", "--run-dir", trained.path, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["step"] for r in rows] == [1, 2, 4, 8, 16, 20, 32, 40]
+    last = trained.read_metrics()[-1]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert rows[-1][key] == pytest.approx(last[key], abs=1e-6)
+
+
+def test_eval_table_of_one_checkpoint(trained):
+    result = invoke("eval", "--checkpoint", trained.snapshot_path(20))
+    assert result.exit_code == 0, result.output
+    assert "step_00000020.pt" in result.stdout and "val_acc" in result.stdout
+
+
+def test_dry_run_prints_the_paper_values_and_writes_nothing(tmp_path):
+    result = invoke("train", "--preset", "paper_wd", "--out-dir", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["run_dir"] == str(tmp_path / "div_p97_paper_wd_s0")
+    config = shown["config"]
+    assert (config["p"], config["lr"], config["weight_decay"], config["batch_size"]) == (97, 1e-3, 1.0, 512)
+    assert (config["beta1"], config["beta2"], config["warmup_steps"], config["optimizer"]) == (0.9, 0.98, 10, "adamw")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flags_override_the_preset(tmp_path):
+    result = invoke("train", "--preset", "paper_late", "--p", "59", "--betas", "0.8", "0.99", "--dry-run")
+    config = json.loads(result.stdout)["config"]
+    assert (config["p"], config["beta1"], config["beta2"], config["optimizer"]) == (59, 0.8, 0.99, "adam")
+
+
+def test_training_again_with_the_same_config_continues_instead_of_restarting(trained, tmp_path):
+    run = RunDir(shutil.copytree(trained.path, tmp_path / "run"))
+    before = run.read_metrics()
+    result = invoke("train", *TINY_FLAGS, "--run-dir", run.path, "--steps", "50")
+    assert result.exit_code == 0, result.output
+    after = run.read_metrics()
+    assert [r["step"] for r in after] == [r["step"] for r in before] + [50]
+    assert after[: len(before)] == before

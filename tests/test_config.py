@@ -1,0 +1,59 @@
+import pytest
+
+from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
+from grokking.train import resolve_batch_size
+
+
+@pytest.mark.parametrize("name", ["paper_late", "paper_wd"])
+def test_paper_presets_hold_the_papers_values(name):
+    c = resolve_batch_size(PRESETS[name])
+    assert (c.operation, c.p, c.train_frac) == ("div", 97, 0.5)
+    assert (c.n_layers, c.d_model, c.n_heads, c.dropout) == (2, 128, 4, 0.0)
+    assert (c.lr, c.beta1, c.beta2, c.eps, c.warmup_steps) == (1e-3, 0.9, 0.98, 1e-8, 10)
+    assert c.batch_size == min(512, 4656 // 2) == 512
+
+
+def test_paper_late_is_adam_without_decay_for_a_million_steps():
+    c = PRESETS["paper_late"]
+    assert (c.optimizer, c.weight_decay, c.steps) == ("adam", 0.0, 1_000_000)
+
+
+def test_paper_wd_is_adamw_with_decay_one():
+    c = PRESETS["paper_wd"]
+    assert (c.optimizer, c.weight_decay, c.steps) == ("adamw", 1.0, 100_000)
+
+
+def test_quick_stops_on_grok():
+    assert PRESETS["quick"].stop_on_grok
+
+
+def test_json_round_trip(tiny):
+    assert RunConfig.from_dict(tiny.to_dict()) == tiny
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bogus": 1}, "unknown config keys"),
+        ({"p": "97"}, "should be of type int"),
+        ({"stop_on_grok": 1}, "should be of type bool"),
+        ({"train_frac": 1.0}, "strictly between 0 and 1"),
+        ({"steps": 0}, "--steps must be a positive"),
+        ({"d_model": 30, "n_heads": 4}, "divisible by --n-heads"),
+        ({"optimizer": "sgd"}, "adam, adamw"),
+        ({"device": "tpu"}, "auto, cpu, cuda, mps"),
+    ],
+)
+def test_from_dict_validates(tiny, change, message):
+    with pytest.raises(GrokkingError, match=message):
+        RunConfig.from_dict({**tiny.to_dict(), **change})
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(GrokkingError, match="paper_late, paper_wd, quick"):
+        preset_config("paper")
+
+
+def test_batch_size_larger_than_train_set_is_refused(tiny):
+    with pytest.raises(GrokkingError, match="--batch-size"):
+        resolve_batch_size(tiny.replace(batch_size=1000))

@@ -1,0 +1,128 @@
+"""Every user mistake: exit code 2, one line on stderr, no traceback, run data byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.rundir import RunDir
+
+from .conftest import TINY_FLAGS, tree_checksums
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("errors")
+    result = runner.invoke(main, ["train", *TINY_FLAGS, "--run-dir", str(root / "run")])
+    assert result.exit_code == 0, result.output
+    other = runner.invoke(main, ["train", *TINY_FLAGS, "--seed", "5", "--run-dir", str(root / "other")])
+    assert other.exit_code == 0, other.output
+    return root
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _foreign_snapshot(run: Path) -> None:
+    shutil.copy(run.parent / "other" / "checkpoints" / "step_00000040.pt", run / "checkpoints" / "step_00000099.pt")
+
+
+def _empty_metrics(run: Path) -> None:
+    (run / "metrics.jsonl").write_text("")
+
+
+CUDA_MISSING = pytest.param(
+    ["train", "--device", "cuda", "--dry-run"],
+    None,
+    "no CUDA GPU",
+    marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+)
+
+CASES = [
+    (["train", "--op", "div", "--p", "12"], None, "must be prime"),
+    (["train", "--p", "2"], None, "at least 3"),
+    (["train", "--train-frac", "0"], None, "strictly between 0 and 1"),
+    (["train", "--train-frac", "1.5"], None, "strictly between 0 and 1"),
+    (["train", "--steps", "0"], None, "--steps must be a positive"),
+    (["train", "--steps", "-5"], None, "--steps must be a positive"),
+    (["train", "--batch-size", "0"], None, "--batch-size must be a positive"),
+    (["train", "--eval-every", "0"], None, "--eval-every must be a positive"),
+    (["train", "--d-model", "30", "--n-heads", "4"], None, "divisible by --n-heads"),
+    (["train", "--preset", "nope"], None, "paper_late, paper_wd, quick"),
+    (["train", "--op", "pow"], None, "unknown operation"),
+    (["train", "--optimizer", "sgd"], None, "unknown optimizer"),
+    (["train", "--device", "tpu"], None, "unknown device"),
+    CUDA_MISSING,
+    (["train", *TINY_FLAGS, "--out-dir", "{run}/config.json"], None, "is a file"),
+    (["train", *TINY_FLAGS, "--run-dir", "{run}", "--lr", "0.01"], None, "lr: 0.003 -> 0.01"),
+    (["train", *TINY_FLAGS, "--run-dir", "{run}/checkpoints"], None, "not a grokking run dir"),
+    (["train", *TINY_FLAGS, "--run-dir", "{run}/absent", "--resume"], None, "does not exist"),
+    (["train", "--preset", "quick", *TINY_FLAGS, "--run-dir", "{run}/absent", "--resume"], None, "nothing to resume"),
+    (["train", *TINY_FLAGS, "--run-dir", "{run}", "--resume"], lambda r: _truncate(r / "checkpoints/latest.pt"), "cannot load checkpoint"),
+    (["plot", "--run-dir", "{run}/absent"], None, "does not exist"),
+    (["plot", "--run-dir", "{run}"], _empty_metrics, "no metrics yet"),
+    (["plot", "--run-dir", "{run}", "--run-dir", "{run}"], None, "--out"),
+    (["eval", "--run-dir", "{run}/absent"], None, "does not exist"),
+    (["eval"], None, "exactly one of"),
+    (["eval", "--checkpoint", "{run}/checkpoints/step_00000020.pt"], lambda r: _truncate(r / "checkpoints/step_00000020.pt"), "cannot load checkpoint"),
+    (["eval", "--checkpoint", "{run}/config.json"], None, "cannot load checkpoint"),
+    (["eval", "--run-dir", "{run}"], _foreign_snapshot, "different config"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "damage", "message"), CASES)
+def test_bad_input_fails_cleanly_and_touches_nothing(finished_run, tmp_path, monkeypatch, args, damage, message):
+    run = Path(shutil.copytree(finished_run / "run", tmp_path / "run"))
+    shutil.copytree(finished_run / "other", tmp_path / "other")
+    monkeypatch.chdir(tmp_path)  # default run dirs land in tmp_path/runs, never in the repo
+    if damage is not None:
+        damage(run)
+    before = tree_checksums(tmp_path)
+    result = runner.invoke(main, [a.replace("{run}", str(run)) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+    assert tree_checksums(tmp_path) == before
+
+
+class WritesAFile:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_malicious_checkpoint_is_refused_and_runs_no_code(tmp_path):
+    target = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"step": 1, "config": {}, "model": WritesAFile(target)}, evil)
+    pickle.loads(pickle.dumps(WritesAFile(tmp_path / "control")))  # the payload does work when unpickled
+    assert (tmp_path / "control").exists()
+    result = runner.invoke(main, ["eval", "--checkpoint", str(evil)])
+    assert result.exit_code == 2
+    assert "refused" in result.stderr and "Traceback" not in result.output
+    assert not target.exists()
+
+
+def test_readers_skip_a_torn_last_line_and_never_modify_the_run(finished_run, tmp_path):
+    run = RunDir(shutil.copytree(finished_run / "run", tmp_path / "run"))
+    with run.metrics_path.open("a") as f:
+        f.write('{"step": 50, "train_lo')
+    before = tree_checksums(run.path)
+    result = runner.invoke(main, ["plot", "--run-dir", str(run.path), "--out", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    assert "skipped an incomplete line" in result.stderr
+    assert runner.invoke(main, ["eval", "--run-dir", str(run.path)]).exit_code == 0
+    assert tree_checksums(run.path) == before
