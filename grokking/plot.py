@@ -64,6 +64,7 @@ def _mark_phases(ax: Axes, curves: Curves, color: str | None = None) -> None:
                 va="center",
                 fontsize=8,
                 color=color or default,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
             )
 
 

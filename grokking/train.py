@@ -280,6 +280,8 @@ class Trainer:
             state.step = step
             if is_eval_step(config, step):
                 self.record(step, started, started_elapsed)
+                if progress is not None and not progress.console.is_terminal and step % config.eval_every == 0:
+                    progress.console.print(f"step {step:,}/{config.steps:,}  {_fields(state.last)['metrics']}")
             state.elapsed_s = started_elapsed + time.perf_counter() - started
             finished = step == config.steps or self.grokked()
             if step % config.checkpoint_every == 0 or finished or stop_requests:

@@ -18,7 +18,7 @@ from grokking.train import is_snapshot_step, train
 from .conftest import TINY_FLAGS
 
 # Long enough (a few seconds) that a signal lands mid-run; a checkpoint every 50 steps.
-FLAGS = [*TINY_FLAGS, "--steps", "1500", "--d-model", "64", "--checkpoint-every", "50", "--snapshot-every", "500"]
+FLAGS = [*TINY_FLAGS, "--steps", "800", "--d-model", "64", "--checkpoint-every", "50", "--snapshot-every", "500"]
 TIMING_KEYS = {"elapsed_s"}
 
 
@@ -48,7 +48,7 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
     return without_timing(run_dir)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, signal_number):
     run_dir = tmp_path / "run"
     process = train_process(run_dir)
