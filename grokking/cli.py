@@ -126,7 +126,7 @@ def _summary_table(summary: dict[str, Any]) -> Table:
     table.add_column()
     for key, value in summary.items():
         if isinstance(value, float):
-            value = f"{value:.4g}"
+            value = f"{value:.2%}" if key.endswith("_acc") else f"{value:.4g}"
         table.add_row(key, "—" if value is None else str(value))
     return table
 

@@ -21,6 +21,7 @@ class TaskData:
     """A task's table and its split, resident on one device."""
 
     dataset: Dataset
+    train_indices: torch.Tensor  # rows of the table in the training split (on the CPU)
     train_inputs: torch.Tensor
     train_targets: torch.Tensor
     val_inputs: torch.Tensor
@@ -35,8 +36,8 @@ def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData
     dataset = build_dataset(config.operation, config.p)
     train_idx, val_idx = split_indices(len(dataset.targets), config.train_frac, config.seed)
     inputs, targets = dataset.inputs.to(device), dataset.targets.to(device)
-    train_idx, val_idx = train_idx.to(device), val_idx.to(device)
-    return TaskData(dataset, inputs[train_idx], targets[train_idx], inputs[val_idx], targets[val_idx])
+    train_rows, val_rows = train_idx.to(device), val_idx.to(device)
+    return TaskData(dataset, train_idx, inputs[train_rows], targets[train_rows], inputs[val_rows], targets[val_rows])
 
 
 @torch.no_grad()

@@ -215,6 +215,7 @@ class Trainer:
             "elapsed_s": self.state.elapsed_s,
             "grok_streak": self.state.grok_streak,
             "last_metrics": self.state.last,
+            "train_indices": self.data.train_indices,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
@@ -223,6 +224,8 @@ class Trainer:
     def restore_latest(self) -> None:
         path = self.run.latest_path
         state = load_checkpoint(path)
+        if not torch.equal(state.get("train_indices", torch.empty(0)), self.data.train_indices):
+            raise GrokkingError(f"{path} was trained on a different data split than this config gives; use --overwrite")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -298,7 +301,6 @@ class Trainer:
         records = self.run.read_metrics()
         final = records[-1] if records else {}
         return {
-            "run_dir": str(self.run.path),
             "steps_done": self.state.step,
             "stopped": reason,
             "elapsed_s": round(self.state.elapsed_s, 3),
@@ -312,7 +314,8 @@ def _fields(last: dict[str, float]) -> dict[str, str]:
     if not last:
         return {"metrics": "waiting for the first evaluation"}
     return {
-        "metrics": f"train {last['train_loss']:.3g}/{last['train_acc']:.1%}  val {last['val_loss']:.3g}/{last['val_acc']:.1%}"
+        "metrics": f"train loss {last['train_loss']:.3g} acc {last['train_acc']:.1%} │ "
+        f"val loss {last['val_loss']:.3g} acc {last['val_acc']:.1%}"
     }
 
 
