@@ -9,8 +9,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
+from grokking.bench import bench_speed, bench_time_to_grok
 from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
 from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.plot import plot_runs
@@ -183,3 +185,62 @@ def eval_command(
         )
     console.print(table)
 
+
+
+def _seeds(text: str) -> list[int]:
+    """'0-2' or '0,3,7' -> a list of seeds."""
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            return list(range(first, last + 1))
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise GrokkingError(f"--seeds takes a range like 0-2 or a list like 0,3,7 (got {text!r})") from None
+
+
+@main.command("bench")
+def bench_command(
+    preset: Annotated[str, typer.Option(help=f"Config to measure: {PRESET_HELP}.")] = "paper_wd",
+    steps: Annotated[int, typer.Option(help="Timed steps per contender (speed mode).")] = 300,
+    rounds: Annotated[int, typer.Option(help="Interleaved blocks per contender (speed mode).")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    time_to_grok: Annotated[bool, typer.Option("--time-to-grok", help="Measure wall seconds to val acc ≥ 99% instead.")] = False,
+    seeds: Annotated[str, typer.Option(help="Seeds for --time-to-grok, e.g. 0-2 or 0,3,7.")] = "0-2",
+    max_steps: Annotated[int, typer.Option(help="Give up a --time-to-grok run after this many steps.")] = 20_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Measure training speed: this package's engine against a plain reference loop, in one process."""
+    try:
+        config = resolve_batch_size(preset_config(preset).replace(device=device))
+        resolve_device(device)
+        if steps <= 0 or rounds <= 0 or max_steps <= 0:
+            raise GrokkingError("--steps, --rounds and --max-steps must be positive")
+        with Progress(console=err_console, transient=True) as progress:
+            if time_to_grok:
+                result = bench_time_to_grok(config, _seeds(seeds), max_steps, progress)
+            else:
+                result = bench_speed(config, steps, rounds, progress)
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"grokking bench · {preset} · {result['device']} ({result['device_name']})", title_justify="left")
+    if time_to_grok:
+        for column in ("seed", "contender", "steps to val ≥ 99%", "wall seconds"):
+            table.add_column(column, justify="right")
+        for row in result["runs"]:
+            reached = f"{row['steps']:,}" if row["steps"] is not None else f"not within {max_steps:,}"
+            table.add_row(str(row["seed"]), row["contender"], reached, f"{row['seconds']:.1f}")
+    else:
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("engine steps/s", f"{result['engine_steps_per_s']:,.1f}")
+        table.add_row("reference steps/s", f"{result['reference_steps_per_s']:,.1f}")
+        table.add_row("speed-up", f"{result['speedup']:.2f}×")
+        for key in ("engine_peak_cuda_mib", "reference_peak_cuda_mib"):
+            if key in result:
+                table.add_row(key.replace("_", " "), f"{result[key]:,.0f}")
+    table.add_row("peak RSS MiB", f"{result['peak_rss_mib']:,.0f}", *([""] * (len(table.columns) - 2)))
+    console.print(table)
+    console.print(f"torch {result['torch']} · {result['threads']} threads · python {result['python']}")

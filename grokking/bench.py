@@ -1,0 +1,152 @@
+"""`grokking bench`: the training engine against a plain reference loop, side by side in one process."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from grokking.config import RunConfig
+from grokking.evaluate import TaskData, evaluate, load_task
+from grokking.model import build_model
+from grokking.rundir import GENERALIZED, RunDir
+from grokking.train import BatchSampler, Trainer, build_optimizer, is_eval_step, learning_rate, resolve_device
+
+
+class ReferenceLoop:
+    """The straightforward way to write it: every position through standard `torch.nn` modules,
+    logits read at `=`, a standard optimizer step, full-batch evaluation the same way."""
+
+    def __init__(self, config: RunConfig, data: TaskData, device: torch.device):
+        self.config, self.data = config, data
+        self.model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config).to(device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.sampler = BatchSampler(config.seed, data.n_train, config.batch_size, device)
+
+    def train_step(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, step)
+        batch = self.sampler.indices(step)
+        logits = self.model.forward_all(self.data.train_inputs[batch])[:, -1]
+        loss = F.cross_entropy(logits, self.data.train_targets[batch])
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def val_acc(self) -> float:
+        self.model.eval()
+        logits = self.model.forward_all(self.data.val_inputs)[:, -1]
+        self.model.train()
+        self.model.forward_all(self.data.train_inputs)  # the train split is evaluated too, as in training
+        return (logits.argmax(-1) == self.data.val_targets).float().mean().item()
+
+
+@dataclass
+class Contender:
+    name: str
+    train_step: Callable[[int], None]
+    val_acc: Callable[[], float]
+    step: int = 0
+    seconds: float = 0.0
+    peak_cuda_bytes: int = 0
+
+    def advance(self, config: RunConfig, n_steps: int, device: torch.device) -> float | None:
+        """Run n_steps (evaluating where training would); return the last validation accuracy seen."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started, accuracy = time.perf_counter(), None
+        for _ in range(n_steps):
+            self.step += 1
+            self.train_step(self.step)
+            if is_eval_step(config, self.step):
+                accuracy = self.val_acc()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_cuda_bytes = max(self.peak_cuda_bytes, torch.cuda.max_memory_allocated())
+        self.seconds += time.perf_counter() - started
+        return accuracy
+
+
+def contenders(config: RunConfig, device: torch.device, scratch: str) -> list[Contender]:
+    """The project's engine (the Trainer's own step) and the reference loop, from the same init."""
+    engine = Trainer(config, RunDir(scratch), device)
+    reference = ReferenceLoop(config, engine.data, device)
+    return [
+        Contender("engine", engine.train_step, lambda: evaluate(engine.model, engine.data)["val_acc"]),
+        Contender("reference", reference.train_step, reference.val_acc),
+    ]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def peak_rss_mib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # macOS reports bytes
+
+
+def bench_speed(config: RunConfig, steps: int, rounds: int, progress: Progress | None = None) -> dict[str, Any]:
+    """Steps/s of engine and reference, interleaved in `rounds` blocks so both see the same machine."""
+    device = resolve_device(config.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        pair = contenders(config, device, scratch)
+        block = max(1, steps // rounds)
+        task = progress.add_task("bench", total=2 * block * rounds) if progress else None
+        for contender in pair:  # warm-up, not timed
+            contender.advance(config, 3, device)
+            contender.seconds, contender.step = 0.0, 0
+        for _ in range(rounds):
+            for contender in pair:
+                contender.advance(config, block, device)
+                if progress is not None:
+                    progress.advance(task, block)
+    rates = {c.name: c.step / c.seconds for c in pair}
+    return {
+        "mode": "speed",
+        **environment(device),
+        "config": {k: getattr(config, k) for k in ("operation", "p", "batch_size", "d_model", "n_layers", "eval_every")},
+        "steps_timed": pair[0].step,
+        "engine_steps_per_s": rates["engine"],
+        "reference_steps_per_s": rates["reference"],
+        "speedup": rates["engine"] / rates["reference"],
+        "peak_rss_mib": peak_rss_mib(),
+        **({f"{c.name}_peak_cuda_mib": c.peak_cuda_bytes / 2**20 for c in pair} if device.type == "cuda" else {}),
+    }
+
+
+def bench_time_to_grok(config: RunConfig, seeds: list[int], max_steps: int, progress: Progress | None = None) -> dict[str, Any]:
+    """Wall seconds until validation accuracy ≥ 0.99, per seed, for engine and reference."""
+    device = resolve_device(config.device)
+    rows = []
+    task = progress.add_task("time to grok", total=2 * len(seeds)) if progress else None
+    for seed in seeds:
+        seeded = config.replace(seed=seed)
+        with tempfile.TemporaryDirectory() as scratch:
+            for contender in contenders(seeded, device, scratch):
+                reached = None
+                while contender.step < max_steps and reached is None:
+                    accuracy = contender.advance(seeded, seeded.eval_every, device)
+                    if accuracy is not None and accuracy >= GENERALIZED:
+                        reached = contender.step
+                rows.append({"seed": seed, "contender": contender.name, "steps": reached, "seconds": contender.seconds})
+                if progress is not None:
+                    progress.advance(task)
+    return {"mode": "time_to_grok", **environment(device), "max_steps": max_steps, "runs": rows, "peak_rss_mib": peak_rss_mib()}

@@ -1,0 +1,33 @@
+"""The benchmark runs both contenders from the same init and reports figures (no timing asserts)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.bench import bench_speed, bench_time_to_grok
+from grokking.train import resolve_batch_size
+
+
+def test_speed_mode_times_both_contenders_for_the_same_steps(tiny):
+    result = bench_speed(resolve_batch_size(tiny), steps=6, rounds=2)
+    assert result["steps_timed"] == 6
+    assert result["engine_steps_per_s"] > 0 and result["reference_steps_per_s"] > 0
+    assert result["speedup"] == result["engine_steps_per_s"] / result["reference_steps_per_s"]
+    assert result["device"] == "cpu" and result["threads"] >= 1 and result["peak_rss_mib"] > 0
+
+
+def test_engine_and_reference_grok_at_similar_steps(tiny):
+    """Same init and batches: the engine changes float rounding only, so both generalize, and
+    in the same range of steps (about 15 s on 2 cores)."""
+    config = resolve_batch_size(tiny.replace(p=23, train_frac=0.8, d_model=64, steps=2000))
+    engine, reference = bench_time_to_grok(config, seeds=[0], max_steps=1500)["runs"]
+    assert (engine["contender"], reference["contender"]) == ("engine", "reference")
+    assert engine["steps"] is not None and reference["steps"] is not None
+    assert 0.75 <= engine["steps"] / reference["steps"] <= 1.33
+
+
+def test_bench_cli_prints_json():
+    result = CliRunner().invoke(main, ["bench", "--preset", "quick", "--steps", "4", "--rounds", "2", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["p"] == 47
