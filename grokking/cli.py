@@ -32,7 +32,7 @@ err_console = Console(stderr=True)
 
 TASK, MODEL, OPTIM, RUN = "Task", "Model", "Optimization", "Run, output and schedule"
 PRESET_HELP = ", ".join(PRESETS)
-OPERATION_HELP = "; ".join(f"{name}: {op.formula}" for name, op in OPERATIONS.items())
+OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
 
 
 def _presets_epilog() -> str:
@@ -61,7 +61,7 @@ def _train_overrides(values: dict[str, Any]) -> dict[str, Any]:
 def train_command(
     preset: Annotated[Optional[str], typer.Option(help=f"Starting point: {PRESET_HELP}. \\[default: quick]")] = None,
     operation: Annotated[Optional[str], typer.Option("--op", help=f"Operation: {OPERATION_HELP}.", rich_help_panel=TASK)] = None,
-    p: Annotated[Optional[int], typer.Option(help="Modulus (prime for division).", rich_help_panel=TASK)] = None,
+    p: Annotated[Optional[int], typer.Option(help="Modulus (prime for div, div_odd; ignored by s5_*).", rich_help_panel=TASK)] = None,
     train_frac: Annotated[Optional[float], typer.Option(help="Fraction of the table used for training.", rich_help_panel=TASK)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of split, init and batches.", rich_help_panel=TASK)] = None,
     n_layers: Annotated[Optional[int], typer.Option(help="Transformer layers.", rich_help_panel=MODEL)] = None,

@@ -32,8 +32,7 @@ class Curves:
 def load_curves(run: RunDir) -> Curves:
     config = run.read_config()
     records = run.require_metrics()
-    formula = get_operation(config.operation).formula.split(" = ")[0]
-    label = f"{formula} mod {config.p} · {config.preset} · seed {config.seed}"
+    label = f"{get_operation(config.operation).describe(config.p)} · {config.preset} · seed {config.seed}"
     return Curves(label, config, records)
 
 

@@ -31,7 +31,7 @@ from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig, config_d
 from grokking.evaluate import TaskData, evaluate, load_task
 from grokking.model import build_model, weight_norm
 from grokking.rundir import GENERALIZED, RunDir, checkpoint_config, grokking_steps, load_checkpoint
-from grokking.tasks import n_examples, n_train_examples
+from grokking.tasks import get_operation, n_examples, n_train_examples
 
 GROK_PATIENCE = 3  # --stop-on-grok stops after this many evaluations in a row at val acc ≥ 0.99
 
@@ -125,7 +125,9 @@ def runtime_info(device: torch.device) -> dict[str, Any]:
 
 
 def default_run_dir(config: RunConfig, out_dir: str = "runs") -> RunDir:
-    return RunDir(f"{out_dir}/{config.operation}_p{config.p}_{config.preset}_s{config.seed}")
+    """`<op>_p<p>_<preset>_s<seed>` (without `_p<p>` for S5, which ignores p)."""
+    modulus = "" if get_operation(config.operation).group_size else f"_p{config.p}"
+    return RunDir(f"{out_dir}/{config.operation}{modulus}_{config.preset}_s{config.seed}")
 
 
 @dataclass

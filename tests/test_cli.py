@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from grokking import main
 from grokking.rundir import RunDir
+from grokking.tasks import OPERATIONS
 
 from .conftest import TINY_FLAGS
 
@@ -104,3 +105,16 @@ def test_training_again_with_the_same_config_continues_instead_of_restarting(tra
     after = run.read_metrics()
     assert [r["step"] for r in after] == [r["step"] for r in before] + [50]
     assert after[: len(before)] == before
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_every_operation_trains_plots_and_evaluates(operation, tmp_path):
+    flags = [*TINY_FLAGS, "--p", "7", "--steps", "4", "--eval-every", "2", "--op", operation, "--out-dir", tmp_path]
+    result = invoke("train", *flags)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name == (f"{operation}_quick_s0" if operation.startswith("s5") else f"{operation}_p7_quick_s0")
+    assert invoke("plot", "--run-dir", run_dir).exit_code == 0
+    assert (run_dir / "plots" / "accuracy.png").is_file()
+    rows = json.loads(invoke("eval", "--run-dir", run_dir, "--json").stdout)
+    assert rows[-1]["val_acc"] == pytest.approx(RunDir(run_dir).read_metrics()[-1]["val_acc"], abs=1e-6)

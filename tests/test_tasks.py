@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -31,16 +33,85 @@ def test_split_sizes_disjoint_and_deterministic():
     assert len(split_indices(n, 0.3, seed=0)[0]) == round(0.3 * n)
 
 
-@pytest.mark.parametrize(("p", "message"), [(10, "prime"), (2, "at least 3"), (91, "prime")])
-def test_bad_modulus_is_refused(p, message):
+@pytest.mark.parametrize(
+    ("op", "p", "message"), [("div", 10, "prime"), ("div", 2, "at least 3"), ("div_odd", 91, "prime"), ("add", 2, "at least 3")]
+)
+def test_bad_modulus_is_refused(op, p, message):
     with pytest.raises(GrokkingError, match=message):
-        validate_task("div", p)
+        validate_task(op, p)
+
+
+def test_only_division_needs_a_prime():
+    validate_task("add", 12)
+    validate_task("cube_xy2_y", 100)
 
 
 def test_unknown_operation_lists_the_valid_ones():
-    with pytest.raises(GrokkingError, match="choose one of div"):
+    with pytest.raises(GrokkingError, match="choose one of add, sub, mul, div"):
         validate_task("pow", 7)
 
 
 def test_is_prime():
     assert [n for n in range(30) if is_prime(n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]
+
+
+def _modular_reference(name, x, y, p):
+    """Each modular operation written out again with Python integers, independently of tasks.py."""
+    if name == "div" or (name == "div_odd" and y % 2 == 1):
+        return next(c for c in range(p) if (c * y - x) % p == 0)
+    return {
+        "add": x + y,
+        "sub": x - y,
+        "mul": x * y,
+        "div_odd": x - y,
+        "sq_sum": x * x + y * y,
+        "quad": x * x + x * y + y * y,
+        "quad_x": x * x + x * y + y * y + x,
+        "cube_xy": x * x * x + x * y,
+        "cube_xy2_y": x * x * x + x * y * y + y,
+    }[name] % p
+
+
+MODULAR = ["add", "sub", "mul", "div", "div_odd", "sq_sum", "quad", "quad_x", "cube_xy", "cube_xy2_y"]
+
+
+@pytest.mark.parametrize("name", MODULAR)
+def test_every_modular_operation_matches_its_definition(name):
+    p = 11
+    data = build_dataset(name, p)
+    x, op, y, eq = data.inputs.T.tolist()
+    assert [_modular_reference(name, a, b, p) for a, b in zip(x, y)] == data.targets.tolist()
+    expected_y = set(range(1, p)) if name == "div" else set(range(p))
+    assert set(y) == expected_y and len(data.targets) == p * len(expected_y) == n_examples(name, p)
+    assert set(op) == {p} and set(eq) == {p + 1} and data.n_classes == p
+
+
+def _compose(a, b):
+    return tuple(a[b[i]] for i in range(5))
+
+
+def _inverse(a):
+    return tuple(sorted(range(5), key=lambda i: a[i]))
+
+
+@pytest.mark.parametrize(
+    ("name", "word"),
+    [
+        ("s5_mul", lambda a, b: _compose(a, b)),
+        ("s5_conj", lambda a, b: _compose(_compose(a, b), _inverse(a))),
+        ("s5_xyx", lambda a, b: _compose(_compose(a, b), a)),
+    ],
+)
+def test_s5_operations_match_explicit_permutation_composition(name, word):
+    elements = sorted(itertools.permutations(range(5)))
+    data = build_dataset(name, p=2)  # S5 ignores p, even one that would be refused elsewhere
+    assert len(data.targets) == 120 * 120 == n_examples(name, 97)
+    assert data.vocab_size == 122 and data.n_classes == 120
+    for (x, _, y, _), c in zip(data.inputs.tolist(), data.targets.tolist()):
+        assert elements[c] == word(elements[x], elements[y])
+
+
+def test_s5_conjugation_fixes_the_identity_and_the_product_is_not_commutative():
+    table = build_dataset("s5_mul", 97).targets.view(120, 120)
+    assert not torch.equal(table, table.T)
+    assert torch.equal(build_dataset("s5_conj", 97).targets.view(120, 120)[:, 0], torch.zeros(120, dtype=torch.long))
