@@ -19,6 +19,7 @@ from grokking.config import RunConfig
 from grokking.evaluate import TaskData, evaluate, load_task
 from grokking.model import build_model
 from grokking.rundir import GENERALIZED, RunDir
+from grokking.seeds import SeedGroup
 from grokking.train import BatchSampler, Trainer, build_optimizer, is_eval_step, learning_rate, resolve_device
 
 
@@ -29,7 +30,7 @@ class ReferenceLoop:
     def __init__(self, config: RunConfig, data: TaskData, device: torch.device):
         self.config, self.data = config, data
         self.model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config).to(device)
-        self.optimizer = build_optimizer(config, self.model)
+        self.optimizer = build_optimizer(config, self.model.parameters())
         self.sampler = BatchSampler(config.seed, data.n_train, config.batch_size, device)
 
     def train_step(self, step: int) -> None:
@@ -103,26 +104,31 @@ def peak_rss_mib() -> float:
     return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # macOS reports bytes
 
 
+def interleave(pair: list[Contender], config: RunConfig, steps: int, rounds: int, device: torch.device, progress: Progress | None) -> None:
+    """Time both contenders in alternating blocks, so both see the same machine load."""
+    block = max(1, steps // rounds)
+    task = progress.add_task("bench", total=2 * block * rounds) if progress else None
+    for contender in pair:  # warm-up, not timed
+        contender.advance(config, 3, device)
+        contender.seconds, contender.step = 0.0, 0
+    for _ in range(rounds):
+        for contender in pair:
+            contender.advance(config, block, device)
+            if progress is not None:
+                progress.advance(task, block)
+
+
 def bench_speed(config: RunConfig, steps: int, rounds: int, progress: Progress | None = None) -> dict[str, Any]:
-    """Steps/s of engine and reference, interleaved in `rounds` blocks so both see the same machine."""
+    """Steps/s of engine and reference, interleaved in `rounds` blocks."""
     device = resolve_device(config.device)
     with tempfile.TemporaryDirectory() as scratch:
         pair = contenders(config, device, scratch)
-        block = max(1, steps // rounds)
-        task = progress.add_task("bench", total=2 * block * rounds) if progress else None
-        for contender in pair:  # warm-up, not timed
-            contender.advance(config, 3, device)
-            contender.seconds, contender.step = 0.0, 0
-        for _ in range(rounds):
-            for contender in pair:
-                contender.advance(config, block, device)
-                if progress is not None:
-                    progress.advance(task, block)
+        interleave(pair, config, steps, rounds, device, progress)
     rates = {c.name: c.step / c.seconds for c in pair}
     return {
         "mode": "speed",
         **environment(device),
-        "config": {k: getattr(config, k) for k in ("operation", "p", "batch_size", "d_model", "n_layers", "eval_every")},
+        "config": _shown(config),
         "steps_timed": pair[0].step,
         "engine_steps_per_s": rates["engine"],
         "reference_steps_per_s": rates["reference"],
@@ -130,6 +136,43 @@ def bench_speed(config: RunConfig, steps: int, rounds: int, progress: Progress |
         "peak_rss_mib": peak_rss_mib(),
         **({f"{c.name}_peak_cuda_mib": c.peak_cuda_bytes / 2**20 for c in pair} if device.type == "cuda" else {}),
     }
+
+
+def bench_seeds(config: RunConfig, n_seeds: int, steps: int, rounds: int, progress: Progress | None = None) -> dict[str, Any]:
+    """Aggregate seed-steps/s of `n_seeds` seeds trained together against one seed at a time
+    (n sequential runs do n times the work of one at one seed's rate)."""
+    device = resolve_device(config.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        single = Trainer(config, RunDir(f"{scratch}/single"), device)
+        group = SeedGroup([Trainer(config.replace(seed=s), RunDir(f"{scratch}/{s}"), device) for s in range(n_seeds)])
+
+        def group_val_acc() -> float:
+            group.copy_to_seeds()
+            return min(evaluate(t.model, t.data)["val_acc"] for t in group.trainers)
+
+        pair = [
+            Contender("one seed", single.train_step, lambda: evaluate(single.model, single.data)["val_acc"]),
+            Contender(f"{n_seeds} seeds together", group.train_step, group_val_acc),
+        ]
+        interleave(pair, config, steps, rounds, device, progress)
+    sequential = pair[0].step / pair[0].seconds
+    together = n_seeds * pair[1].step / pair[1].seconds
+    return {
+        "mode": "seeds",
+        **environment(device),
+        "config": _shown(config),
+        "seeds": n_seeds,
+        "steps_timed": pair[0].step,
+        "sequential_seed_steps_per_s": sequential,
+        "together_seed_steps_per_s": together,
+        "speedup": together / sequential,
+        "peak_rss_mib": peak_rss_mib(),
+        **({"together_peak_cuda_mib": pair[1].peak_cuda_bytes / 2**20} if device.type == "cuda" else {}),
+    }
+
+
+def _shown(config: RunConfig) -> dict[str, Any]:
+    return {k: getattr(config, k) for k in ("operation", "p", "batch_size", "d_model", "n_layers", "eval_every")}
 
 
 def bench_time_to_grok(config: RunConfig, seeds: list[int], max_steps: int, progress: Progress | None = None) -> dict[str, Any]:

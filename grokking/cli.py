@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from grokking.bench import bench_speed, bench_time_to_grok
+from grokking.bench import bench_seeds, bench_speed, bench_time_to_grok
 from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
 from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.plot import plot_runs
 from grokking.rundir import RunDir
+from grokking.seeds import train_seeds
 from grokking.tasks import OPERATIONS
 from grokking.train import TrainingInterrupted, default_run_dir, resolve_batch_size, resolve_device, train
 
@@ -57,6 +58,17 @@ def _train_overrides(values: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def _seeds(text: str) -> list[int]:
+    """'0-2' or '0,3,7' -> a list of seeds."""
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-"))
+            return list(range(first, last + 1))
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise GrokkingError(f"--seeds takes a range like 0-2 or a list like 0,3,7 (got {text!r})") from None
+
+
 @main.command("train", epilog=_presets_epilog())
 def train_command(
     preset: Annotated[Optional[str], typer.Option(help=f"Starting point: {PRESET_HELP}. \\[default: quick]")] = None,
@@ -64,6 +76,7 @@ def train_command(
     p: Annotated[Optional[int], typer.Option(help="Modulus (prime for div, div_odd; ignored by s5_*).", rich_help_panel=TASK)] = None,
     train_frac: Annotated[Optional[float], typer.Option(help="Fraction of the table used for training.", rich_help_panel=TASK)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of split, init and batches.", rich_help_panel=TASK)] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Train several seeds at once, e.g. 0-15 or 0,3,7; each gets its own run dir.", rich_help_panel=TASK)] = None,
     n_layers: Annotated[Optional[int], typer.Option(help="Transformer layers.", rich_help_panel=MODEL)] = None,
     d_model: Annotated[Optional[int], typer.Option(help="Residual width.", rich_help_panel=MODEL)] = None,
     n_heads: Annotated[Optional[int], typer.Option(help="Attention heads.", rich_help_panel=MODEL)] = None,
@@ -106,20 +119,30 @@ def train_command(
             config = preset_config(preset or "quick").replace(**overrides)
         config = resolve_batch_size(config)
         resolve_device(config.device)
-        run = RunDir(run_dir) if run_dir is not None else default_run_dir(config, str(out_dir))
+        if seeds is not None:
+            if run_dir is not None:
+                raise GrokkingError("--seeds writes one run dir per seed under --out-dir; drop --run-dir")
+            configs = [config.replace(seed=s) for s in _seeds(seeds)]
+            runs = [default_run_dir(c, str(out_dir)) for c in configs]
+        else:
+            configs, runs = [config], [RunDir(run_dir) if run_dir is not None else default_run_dir(config, str(out_dir))]
         if dry_run:
-            print(json.dumps({"run_dir": str(run.path), "config": config.to_dict()}, indent=2))
+            shown = [{"run_dir": str(r.path), "config": c.to_dict()} for c, r in zip(configs, runs)]
+            print(json.dumps(shown if seeds is not None else shown[0], indent=2))
             return
-        console.print(f"[bold]training[/] {run.path}  ([dim]grokking plot --run-dir {run.path}[/] draws it at any time)")
-        summary = train(config, run, resume=resume, overwrite=overwrite, console=err_console)
+        for run in runs:
+            console.print(f"[bold]training[/] {run.path}  ([dim]grokking plot --run-dir {run.path}[/] draws it at any time)")
+        if seeds is None:
+            summaries = [train(config, runs[0], resume=resume, overwrite=overwrite, console=err_console)]
+        else:
+            summaries = train_seeds(configs, runs, resume=resume, overwrite=overwrite, console=err_console)
     except GrokkingError as e:
         raise fail(str(e)) from None
     except TrainingInterrupted as e:
-        err_console.print(
-            f"[yellow]{e}[/]; checkpoint saved. Resume with: [bold]grokking train --run-dir {run.path} --resume[/]"
-        )
+        how = f"[bold]grokking train --run-dir {runs[0].path} --resume[/]" if seeds is None else "the same command again"
+        err_console.print(f"[yellow]{e}[/]; checkpoint saved. Resume with: {how}")
         raise typer.Exit(code=128 + e.signal_number) from None
-    console.print(_summary_table(summary))
+    console.print(_summary_table(summaries[0]) if seeds is None else _seeds_table(configs, summaries))
 
 
 def _summary_table(summary: dict[str, Any]) -> Table:
@@ -130,6 +153,22 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         if isinstance(value, float):
             value = f"{value:.2%}" if key.endswith("_acc") else f"{value:.4g}"
         table.add_row(key, "—" if value is None else str(value))
+    return table
+
+
+def _seeds_table(configs: list[RunConfig], summaries: list[dict[str, Any]]) -> Table:
+    table = Table(title="run summaries", title_justify="left")
+    for column in ("seed", "steps", "stopped", "memorized at", "generalized at", "final val acc"):
+        table.add_column(column, justify="right")
+    for config, summary in zip(configs, summaries):
+        steps = [summary[k] for k in ("memorization_step", "generalization_step")]
+        table.add_row(
+            str(config.seed),
+            f"{summary['steps_done']:,}",
+            summary["stopped"],
+            *("—" if s is None else f"{s:,}" for s in steps),
+            f"{summary['final_val_acc']:.2%}",
+        )
     return table
 
 
@@ -187,17 +226,6 @@ def eval_command(
 
 
 
-def _seeds(text: str) -> list[int]:
-    """'0-2' or '0,3,7' -> a list of seeds."""
-    try:
-        if "-" in text:
-            first, last = (int(part) for part in text.split("-"))
-            return list(range(first, last + 1))
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise GrokkingError(f"--seeds takes a range like 0-2 or a list like 0,3,7 (got {text!r})") from None
-
-
 @main.command("bench")
 def bench_command(
     preset: Annotated[str, typer.Option(help=f"Config to measure: {PRESET_HELP}.")] = "paper_wd",
@@ -206,6 +234,7 @@ def bench_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     time_to_grok: Annotated[bool, typer.Option("--time-to-grok", help="Measure wall seconds to val acc ≥ 99% instead.")] = False,
     seeds: Annotated[str, typer.Option(help="Seeds for --time-to-grok, e.g. 0-2 or 0,3,7.")] = "0-2",
+    together: Annotated[int, typer.Option(help="Instead: seed-steps/s of this many seeds trained together vs one at a time.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Give up a --time-to-grok run after this many steps.")] = 20_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -213,11 +242,13 @@ def bench_command(
     try:
         config = resolve_batch_size(preset_config(preset).replace(device=device))
         resolve_device(device)
-        if steps <= 0 or rounds <= 0 or max_steps <= 0:
-            raise GrokkingError("--steps, --rounds and --max-steps must be positive")
+        if steps <= 0 or rounds <= 0 or max_steps <= 0 or together < 0:
+            raise GrokkingError("--steps, --rounds and --max-steps must be positive, --together not negative")
         with Progress(console=err_console, transient=True) as progress:
             if time_to_grok:
                 result = bench_time_to_grok(config, _seeds(seeds), max_steps, progress)
+            elif together > 0:
+                result = bench_seeds(config, together, steps, rounds, progress)
             else:
                 result = bench_speed(config, steps, rounds, progress)
     except GrokkingError as e:
@@ -232,6 +263,12 @@ def bench_command(
         for row in result["runs"]:
             reached = f"{row['steps']:,}" if row["steps"] is not None else f"not within {max_steps:,}"
             table.add_row(str(row["seed"]), row["contender"], reached, f"{row['seconds']:.1f}")
+    elif together > 0:
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("one seed at a time: seed-steps/s", f"{result['sequential_seed_steps_per_s']:,.1f}")
+        table.add_row(f"{together} seeds together: seed-steps/s", f"{result['together_seed_steps_per_s']:,.1f}")
+        table.add_row("speed-up", f"{result['speedup']:.2f}×")
     else:
         table.add_column("measure")
         table.add_column("value", justify="right")

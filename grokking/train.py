@@ -6,7 +6,7 @@ import platform
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +102,10 @@ def is_snapshot_step(config: RunConfig, step: int) -> bool:
     return step & (step - 1) == 0 or step % config.snapshot_every == 0 or step == config.steps
 
 
-def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: RunConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return kind(
-        model.parameters(),
+        params,
         lr=learning_rate(config, 1),
         betas=(config.beta1, config.beta2),
         eps=config.eps,
@@ -201,7 +201,7 @@ class Trainer:
         self.sampler = BatchSampler(config.seed, self.data.n_train, config.batch_size, device)
         dataset = self.data.dataset
         self.model = build_model(dataset.vocab_size, dataset.n_classes, config).to(device)
-        self.optimizer = build_optimizer(config, self.model)
+        self.optimizer = build_optimizer(config, self.model.parameters())
         self.state = LoopState()
         torch.manual_seed(config.seed)  # dropout's stream; saved and restored with every checkpoint
 
@@ -256,14 +256,21 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
 
-    def record(self, step: int, started: float, started_elapsed: float) -> dict[str, Any]:
+    def start_clock(self) -> None:
+        self._clock = (time.perf_counter(), self.state.elapsed_s)
+
+    def elapsed(self) -> float:
+        started, before = self._clock
+        return before + time.perf_counter() - started
+
+    def record(self, step: int) -> dict[str, Any]:
         metrics = evaluate(self.model, self.data)
         record = {
             "step": step,
             **metrics,
             "lr": learning_rate(self.config, step),
             "weight_norm": weight_norm(self.model),
-            "elapsed_s": round(started_elapsed + time.perf_counter() - started, 3),
+            "elapsed_s": round(self.elapsed(), 3),
         }
         self.run.append_metrics(record)
         self.state.last = metrics
@@ -273,43 +280,62 @@ class Trainer:
     def grokked(self) -> bool:
         return self.config.stop_on_grok and self.state.grok_streak >= GROK_PATIENCE
 
-    def run_loop(self, stop_requests: list[int], progress: Progress | None) -> str:
-        """Train until the budget, grokking (with stop_on_grok) or a stop signal; return why it ended."""
+    def needs_weights(self, step: int, final: bool) -> bool:
+        """Whether this step evaluates or saves the model (`final`: the loop is known to end here)."""
+        config = self.config
+        return final or is_eval_step(config, step) or step % config.checkpoint_every == 0 or is_snapshot_step(config, step)
+
+    def evaluate_step(self, step: int, progress: Progress | None) -> None:
+        self.state.step = step
+        if is_eval_step(self.config, step):
+            self.record(step)
+            if progress is not None and not progress.console.is_terminal and step % self.config.eval_every == 0:
+                name, last = self.run.path.name, _fields(self.state.last)["metrics"]
+                progress.console.print(f"{name} step {step:,}/{self.config.steps:,}  {last}")
+
+    def save_step(self, step: int, final: bool) -> None:
+        """Checkpoint and keep snapshots where due; `final`: the last step of the loop (or of a stop)."""
+        self.state.elapsed_s = self.elapsed()
+        if step % self.config.checkpoint_every == 0 or final:
+            self.save_latest()
+        if is_snapshot_step(self.config, step) or final:
+            self.run.save_checkpoint(self.run.snapshot_path(step), self._snapshot())
+
+    def run_loop(self, stop_requests: list[int], progress: Progress | None) -> None:
+        """Train until the budget, grokking (with stop_on_grok) or a stop signal."""
         config, state = self.config, self.state
         task = progress.add_task("train", total=config.steps, completed=state.step, **_fields(state.last)) if progress else None
-        started, started_elapsed = time.perf_counter(), state.elapsed_s
+        self.start_clock()
         step = state.step
         while step < config.steps and not self.grokked():
             step += 1
             self.train_step(step)
-            state.step = step
-            if is_eval_step(config, step):
-                self.record(step, started, started_elapsed)
-                if progress is not None and not progress.console.is_terminal and step % config.eval_every == 0:
-                    progress.console.print(f"step {step:,}/{config.steps:,}  {_fields(state.last)['metrics']}")
-            state.elapsed_s = started_elapsed + time.perf_counter() - started
-            finished = step == config.steps or self.grokked()
-            if step % config.checkpoint_every == 0 or finished or stop_requests:
-                self.save_latest()
-            if is_snapshot_step(config, step) or finished:
-                self.run.save_checkpoint(self.run.snapshot_path(step), self._snapshot())
+            self.evaluate_step(step, progress)
+            self.save_step(step, final=step == config.steps or self.grokked() or bool(stop_requests))
             if progress is not None:
                 progress.update(task, completed=step, **_fields(state.last))
             if stop_requests:
                 raise TrainingInterrupted(stop_requests[0], step)
-        return "grokked" if self.grokked() else "budget"
 
-    def summary(self, reason: str) -> dict[str, Any]:
+    def begin(self, device: torch.device) -> None:
+        """Drop metrics past the resume point and (re)write config.json; the run starts here."""
+        self.run.truncate_metrics(self.state.step)
+        self.run.write_config(self.config, runtime_info(device))
+
+    def finish(self) -> dict[str, Any]:
+        """Write and return summary.json."""
         records = self.run.read_metrics()
         final = records[-1] if records else {}
-        return {
+        summary = {
             "steps_done": self.state.step,
-            "stopped": reason,
+            "stopped": "grokked" if self.grokked() else "budget",
             "elapsed_s": round(self.state.elapsed_s, 3),
             **{f"final_{k}": final.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             **grokking_steps(records),
             "steps_per_s": round(self.state.step / self.state.elapsed_s, 1) if self.state.elapsed_s else None,
         }
+        self.run.write_summary(summary)
+        return summary
 
 
 def _fields(last: dict[str, float]) -> dict[str, str]:
@@ -338,6 +364,18 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
+def open_trainer(config: RunConfig, run: RunDir, device: torch.device, continuing: bool) -> Trainer:
+    """A trainer for `run`, restored from latest.pt when continuing; it writes nothing yet."""
+    trainer = Trainer(config, run, device)
+    if continuing:
+        trainer.restore_latest()
+    return trainer
+
+
+def live_display(console: Console | None) -> Progress | nullcontext:
+    return progress_bar(console) if console is not None else nullcontext()
+
+
 def train(
     config: RunConfig,
     run: RunDir,
@@ -350,14 +388,8 @@ def train(
     device = resolve_device(config.device)
     continuing = prepare_run_dir(config, run, resume, overwrite)
     with run.lock():
-        trainer = Trainer(config, run, device)
-        if continuing:
-            trainer.restore_latest()
-        run.truncate_metrics(trainer.state.step)
-        run.write_config(config, runtime_info(device))
-        display = progress_bar(console) if console is not None else nullcontext()
-        with stop_signals() as stop_requests, display as progress:
-            reason = trainer.run_loop(stop_requests, progress)
-        summary = trainer.summary(reason)
-        run.write_summary(summary)
-    return summary
+        trainer = open_trainer(config, run, device, continuing)
+        trainer.begin(device)
+        with stop_signals() as stop_requests, live_display(console) as progress:
+            trainer.run_loop(stop_requests, progress)
+        return trainer.finish()

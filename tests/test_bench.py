@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from grokking import main
-from grokking.bench import bench_speed, bench_time_to_grok
+from grokking.bench import bench_seeds, bench_speed, bench_time_to_grok
 from grokking.train import resolve_batch_size
 
 
@@ -31,3 +31,9 @@ def test_bench_cli_prints_json():
     result = CliRunner().invoke(main, ["bench", "--preset", "quick", "--steps", "4", "--rounds", "2", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["config"]["p"] == 47
+
+
+def test_seeds_mode_reports_aggregate_seed_steps(tiny):
+    result = bench_seeds(resolve_batch_size(tiny), n_seeds=3, steps=4, rounds=2)
+    assert result["seeds"] == 3 and result["steps_timed"] == 4
+    assert result["speedup"] == result["together_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]

@@ -76,6 +76,9 @@ CASES = [
     (["eval", "--checkpoint", "{run}/checkpoints/step_00000020.pt"], lambda r: _truncate(r / "checkpoints/step_00000020.pt"), "cannot load checkpoint"),
     (["eval", "--checkpoint", "{run}/config.json"], None, "cannot load checkpoint"),
     (["eval", "--run-dir", "{run}"], _foreign_snapshot, "different config"),
+    (["train", *TINY_FLAGS, "--seeds", "0-x"], None, "--seeds takes a range"),
+    (["train", *TINY_FLAGS, "--seeds", "0-2", "--run-dir", "{run}"], None, "drop --run-dir"),
+    (["train", *TINY_FLAGS, "--seeds", "0-1", "--dropout", "0.1"], None, "without dropout"),
 ]  # fmt: skip
 
 

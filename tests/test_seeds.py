@@ -1,0 +1,92 @@
+"""Several seeds trained together: ordinary run dirs, the same start as single-seed runs, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.config import GrokkingError
+from grokking.rundir import RunDir
+from grokking.seeds import train_seeds
+from grokking.train import train
+
+from .conftest import TINY_FLAGS
+
+SEEDS = [0, 1, 2]
+
+
+def runs_in(root, configs):
+    return [RunDir(root / f"s{c.seed}") for c in configs]
+
+
+def without_timing(run: RunDir) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in run.read_metrics()]
+
+
+def test_each_seed_starts_exactly_like_its_single_seed_run(tmp_path, tiny):
+    configs = [tiny.replace(seed=s) for s in SEEDS]
+    train_seeds(configs, runs_in(tmp_path / "together", configs))
+    for config in configs:
+        single = RunDir(tmp_path / "alone" / f"s{config.seed}")
+        train(config, single)
+        together = RunDir(tmp_path / "together" / f"s{config.seed}")
+        assert json.loads(together.config_path.read_text())["config"] == json.loads(single.config_path.read_text())["config"]
+        first, reference = together.read_metrics()[0], single.read_metrics()[0]
+        assert first["step"] == reference["step"] == 1
+        for key in ("train_loss", "val_loss", "train_acc", "val_acc", "weight_norm"):
+            assert first[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-5)
+        steps = [r["step"] for r in together.read_metrics()]
+        assert steps == [r["step"] for r in single.read_metrics()]
+        assert [p.name for p in together.snapshots()] == [p.name for p in single.snapshots()]
+
+
+def test_seeds_differ_from_each_other(tmp_path, tiny):
+    configs = [tiny.replace(seed=s) for s in SEEDS]
+    runs = runs_in(tmp_path, configs)
+    train_seeds(configs, runs)
+    finals = [r.read_metrics()[-1]["train_loss"] for r in runs]
+    assert len(set(finals)) == len(finals)
+
+
+def test_a_stopped_group_resumes_to_exactly_the_uninterrupted_metrics(tmp_path, tiny):
+    configs = [tiny.replace(seed=s, steps=40) for s in SEEDS]
+    uninterrupted = runs_in(tmp_path / "whole", configs)
+    train_seeds(configs, uninterrupted)
+    halves = runs_in(tmp_path / "halves", configs)
+    train_seeds([c.replace(steps=20) for c in configs], halves)
+    train_seeds(configs, halves)  # continues from each seed's latest.pt at step 20
+    for whole, half in zip(uninterrupted, halves):
+        assert without_timing(half) == without_timing(whole)
+
+
+def test_a_group_checkpoint_resumes_as_a_single_seed_run(tmp_path, tiny):
+    configs = [tiny.replace(seed=s, steps=20) for s in SEEDS]
+    runs = runs_in(tmp_path, configs)
+    train_seeds(configs, runs)
+    summary = train(configs[1].replace(steps=40), runs[1])
+    assert summary["steps_done"] == 40
+    assert [r["step"] for r in runs[1].read_metrics()][-3:] == [20, 30, 40]
+
+
+def test_seeds_must_share_the_config_and_have_no_dropout(tmp_path, tiny):
+    with pytest.raises(GrokkingError, match="share every setting"):
+        train_seeds([tiny, tiny.replace(seed=1, lr=0.01)], [RunDir(tmp_path / "a"), RunDir(tmp_path / "b")])
+    with pytest.raises(GrokkingError, match="without dropout"):
+        train_seeds([tiny.replace(dropout=0.1)], [RunDir(tmp_path / "a")])
+
+
+def test_cli_trains_a_seed_range_into_ordinary_run_dirs_and_plots_the_spread(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", *TINY_FLAGS, "--seeds", "0-2", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run_dirs = sorted(tmp_path.iterdir())
+    assert [p.name for p in run_dirs] == [f"div_p11_quick_s{s}" for s in SEEDS]
+    assert "generalized at" in result.stdout
+    plot = runner.invoke(main, ["plot", *[a for d in run_dirs for a in ("--run-dir", str(d))], "--out", str(tmp_path / "spread")])
+    assert plot.exit_code == 0, plot.output
+    assert (tmp_path / "spread" / "accuracy.png").is_file()
+    listed = runner.invoke(main, ["train", *TINY_FLAGS, "--seeds", "0,3,7", "--out-dir", str(tmp_path), "--dry-run"])
+    assert [json.loads(listed.stdout)[i]["config"]["seed"] for i in range(3)] == [0, 3, 7]
