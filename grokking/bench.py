@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import resource
 import sys
 import tempfile
@@ -20,7 +19,15 @@ from grokking.evaluate import TaskData, evaluate, load_task
 from grokking.model import build_model
 from grokking.rundir import GENERALIZED, RunDir
 from grokking.seeds import SeedGroup
-from grokking.train import BatchSampler, Trainer, build_optimizer, is_eval_step, learning_rate, resolve_device
+from grokking.train import (
+    BatchSampler,
+    Trainer,
+    build_optimizer,
+    is_eval_step,
+    learning_rate,
+    resolve_device,
+    runtime_info,
+)
 
 
 class ReferenceLoop:
@@ -89,16 +96,6 @@ def contenders(config: RunConfig, device: torch.device, scratch: str) -> list[Co
     ]
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-
-
 def peak_rss_mib() -> float:
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # macOS reports bytes
@@ -127,7 +124,7 @@ def bench_speed(config: RunConfig, steps: int, rounds: int, progress: Progress |
     rates = {c.name: c.step / c.seconds for c in pair}
     return {
         "mode": "speed",
-        **environment(device),
+        **runtime_info(device),
         "config": _shown(config),
         "steps_timed": pair[0].step,
         "engine_steps_per_s": rates["engine"],
@@ -159,7 +156,7 @@ def bench_seeds(config: RunConfig, n_seeds: int, steps: int, rounds: int, progre
     together = n_seeds * pair[1].step / pair[1].seconds
     return {
         "mode": "seeds",
-        **environment(device),
+        **runtime_info(device),
         "config": _shown(config),
         "seeds": n_seeds,
         "steps_timed": pair[0].step,
@@ -192,4 +189,4 @@ def bench_time_to_grok(config: RunConfig, seeds: list[int], max_steps: int, prog
                 rows.append({"seed": seed, "contender": contender.name, "steps": reached, "seconds": contender.seconds})
                 if progress is not None:
                     progress.advance(task)
-    return {"mode": "time_to_grok", **environment(device), "max_steps": max_steps, "runs": rows, "peak_rss_mib": peak_rss_mib()}
+    return {"mode": "time_to_grok", **runtime_info(device), "max_steps": max_steps, "runs": rows, "peak_rss_mib": peak_rss_mib()}

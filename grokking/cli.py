@@ -280,4 +280,4 @@ def bench_command(
                 table.add_row(key.replace("_", " "), f"{result[key]:,.0f}")
     table.add_row("peak RSS MiB", f"{result['peak_rss_mib']:,.0f}", *([""] * (len(table.columns) - 2)))
     console.print(table)
-    console.print(f"torch {result['torch']} · {result['threads']} threads · python {result['python']}")
+    console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")

@@ -119,9 +119,18 @@ def runtime_info(device: torch.device) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
     }
+
+
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def default_run_dir(config: RunConfig, out_dir: str = "runs") -> RunDir:
@@ -137,6 +146,7 @@ class LoopState:
     step: int = 0
     elapsed_s: float = 0.0
     grok_streak: int = 0
+    grokked_step: int | None = None  # first step after GROK_PATIENCE evaluations in a row at val ≥ 0.99
     last: dict[str, float] = field(default_factory=dict)
 
 
@@ -216,6 +226,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "elapsed_s": self.state.elapsed_s,
             "grok_streak": self.state.grok_streak,
+            "grokked_step": self.state.grokked_step,
             "last_metrics": self.state.last,
             "train_indices": self.data.train_indices,
             "torch_rng": torch.get_rng_state(),
@@ -238,6 +249,7 @@ class Trainer:
                 step=int(state["step"]),
                 elapsed_s=float(state["elapsed_s"]),
                 grok_streak=int(state["grok_streak"]),
+                grokked_step=state["grokked_step"],
                 last=dict(state["last_metrics"]),
             )
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -275,10 +287,12 @@ class Trainer:
         self.run.append_metrics(record)
         self.state.last = metrics
         self.state.grok_streak = self.state.grok_streak + 1 if metrics["val_acc"] >= GENERALIZED else 0
+        if self.state.grok_streak >= GROK_PATIENCE and self.state.grokked_step is None:
+            self.state.grokked_step = step  # kept even if accuracy dips later (seeds that train on)
         return record
 
     def grokked(self) -> bool:
-        return self.config.stop_on_grok and self.state.grok_streak >= GROK_PATIENCE
+        return self.config.stop_on_grok and self.state.grokked_step is not None
 
     def needs_weights(self, step: int, final: bool) -> bool:
         """Whether this step evaluates or saves the model (`final`: the loop is known to end here)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from grokking import main
@@ -90,3 +91,25 @@ def test_cli_trains_a_seed_range_into_ordinary_run_dirs_and_plots_the_spread(tmp
     assert (tmp_path / "spread" / "accuracy.png").is_file()
     listed = runner.invoke(main, ["train", *TINY_FLAGS, "--seeds", "0,3,7", "--out-dir", str(tmp_path), "--dry-run"])
     assert [json.loads(listed.stdout)[i]["config"]["seed"] for i in range(3)] == [0, 3, 7]
+
+
+def test_a_seed_that_grokked_stays_grokked_while_the_group_trains_on(tmp_path, tiny, monkeypatch):
+    """A seed that grokked stays grokked when its accuracy dips later, so a --stop-on-grok group
+    stops once every seed has grokked at some point."""
+    from grokking import train as train_module
+
+    accuracies = iter([1.0, 1.0, 1.0, 0.5, 0.5])
+    monkeypatch.setattr(
+        train_module,
+        "evaluate",
+        lambda model, data: {"train_loss": 0.0, "train_acc": 1.0, "val_loss": 0.0, "val_acc": next(accuracies)},
+    )
+    config = train_module.resolve_batch_size(tiny.replace(stop_on_grok=True))
+    trainer = train_module.Trainer(config, RunDir(tmp_path / "run"), torch.device("cpu"))
+    trainer.run.path.mkdir()
+    trainer.start_clock()
+    for step in (1, 2, 4):
+        trainer.record(step)
+    assert trainer.grokked() and trainer.state.grokked_step == 4
+    trainer.record(8)
+    assert trainer.state.grok_streak == 0 and trainer.grokked() and trainer.state.grokked_step == 4
