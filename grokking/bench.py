@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from grokking.config import RunConfig
-from grokking.evaluate import TaskData, evaluate, load_task
+from grokking.evaluate import TaskData, evaluate
 from grokking.model import build_model
 from grokking.rundir import GENERALIZED, RunDir
 from grokking.seeds import SeedGroup
@@ -54,8 +54,8 @@ class ReferenceLoop:
     def val_acc(self) -> float:
         self.model.eval()
         logits = self.model.forward_all(self.data.val_inputs)[:, -1]
-        self.model.train()
         self.model.forward_all(self.data.train_inputs)  # the train split is evaluated too, as in training
+        self.model.train()
         return (logits.argmax(-1) == self.data.val_targets).float().mean().item()
 
 
