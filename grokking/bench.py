@@ -144,7 +144,7 @@ def bench_seeds(config: RunConfig, n_seeds: int, steps: int, rounds: int, progre
         group = SeedGroup([Trainer(config.replace(seed=s), RunDir(f"{scratch}/{s}"), device) for s in range(n_seeds)])
 
         def group_val_acc() -> float:
-            group.copy_to_seeds()
+            group.copy_weights_to_seeds()
             return min(evaluate(t.model, t.data)["val_acc"] for t in group.trainers)
 
         pair = [

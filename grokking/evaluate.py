@@ -84,7 +84,9 @@ def evaluate_checkpoints(paths: list[Path], expected: RunConfig | None = None) -
                     f"checkpoint {path} was trained with a different config than its run dir ({'; '.join(differences)})"
                 )
         key = (config.operation, config.p, config.train_frac, config.seed)
-        data = cache.get(key) or cache.setdefault(key, load_task(config))
+        if key not in cache:
+            cache[key] = load_task(config)
+        data = cache[key]
         model = model_from_checkpoint(state, config, data)
         rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data)})
     return sorted(rows, key=lambda row: row["step"])

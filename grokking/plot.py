@@ -36,7 +36,13 @@ def load_curves(run: RunDir) -> Curves:
     return Curves(label, config, records)
 
 
-def _style(ax: Axes, ylabel: str) -> None:
+def _style(ax: Axes, name: str, ylabel: str) -> None:
+    """Log-step x axis; accuracy in percent from 0 to 1, loss on a log axis."""
+    if name == "accuracy":
+        ax.set_ylim(-0.02, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    else:
+        ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("optimization step")
     ax.set_ylabel(ylabel)
@@ -78,12 +84,8 @@ def _single(curves: Curves, out: Path) -> list[Path]:
             ax.plot(*curves.series(key), color=color, linewidth=1.6, label=text)
         if name == "accuracy":
             ax.axhline(1 / curves.config.p, color="gray", linestyle="--", linewidth=1, label=f"chance (1/{curves.config.p})")
-            ax.set_ylim(-0.02, 1.02)
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        else:
-            ax.set_yscale("log")
         _mark_phases(ax, curves)
-        _style(ax, ylabel)
+        _style(ax, name, ylabel)
         ax.set_title(curves.label)
         ax.legend(loc="center left", frameon=False)
         paths.append(_save(fig, out / f"{name}.png"))
@@ -102,12 +104,7 @@ def _overlay(all_curves: list[Curves], out: Path) -> list[Path]:
             color = colors[i % len(colors)]
             ax.plot(*curves.series(train_key), color=color, linestyle="--", linewidth=1, alpha=0.6)
             ax.plot(*curves.series(val_key), color=color, linewidth=1.6, label=curves.label)
-        if name == "accuracy":
-            ax.set_ylim(-0.02, 1.02)
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        else:
-            ax.set_yscale("log")
-        _style(ax, ylabel)
+        _style(ax, name, ylabel)
         ax.set_title(f"{ylabel}: validation (solid) and train (dashed)")
         ax.legend(fontsize=8, frameon=False)
         paths.append(_save(fig, out / f"{name}.png"))

@@ -4,7 +4,8 @@ Each seed keeps its own `Trainer` (its split, init, batches, run dir, checkpoint
 those of its single-seed run); only the optimizer step is vectorized. The weights of all seeds
 live stacked in one tensor per parameter, updated by one AdamW, which is exactly independent
 AdamW per seed because every AdamW operation is elementwise. Before a seed is evaluated or saved,
-its slice of the stacked weights and optimizer state is copied into its own model and optimizer,
+its slice of the stacked weights (and, for latest.pt, optimizer state) is copied into its own
+model and optimizer,
 so checkpoints have the ordinary single-seed format and resume either way.
 """
 
@@ -77,12 +78,16 @@ class SeedGroup:
         self.optimizer.step()
 
     @torch.no_grad()
-    def copy_to_seeds(self) -> None:
-        """Give each seed's model and optimizer its slice of the stacked weights and state."""
-        state = self.optimizer.state_dict()
+    def copy_weights_to_seeds(self) -> None:
+        """Give each seed's model its slice of the stacked weights (before it is evaluated or saved)."""
         for i, trainer in enumerate(self.trainers):
             for name, param in trainer.model.named_parameters():
                 param.copy_(self.params[name][i])
+
+    def copy_optimizer_to_seeds(self) -> None:
+        """Give each seed's optimizer its slice of the stacked state (before latest.pt is saved)."""
+        state = self.optimizer.state_dict()
+        for i, trainer in enumerate(self.trainers):
             own = {
                 index: {key: value if key == "step" else value[i].clone() for key, value in entry.items()}
                 for index, entry in state["state"].items()
@@ -104,10 +109,12 @@ class SeedGroup:
             self.train_step(step)
             known_final = step == config.steps or bool(stop_requests)
             if any(t.needs_weights(step, known_final) for t in trainers):
-                self.copy_to_seeds()
+                self.copy_weights_to_seeds()
             for trainer in trainers:
                 trainer.evaluate_step(step, progress)
             final = known_final or self.done()
+            if final or step % config.checkpoint_every == 0:
+                self.copy_optimizer_to_seeds()
             for trainer in trainers:
                 trainer.save_step(step, final)
             if progress is not None:
