@@ -24,9 +24,9 @@ from grokking.train import (
     Trainer,
     build_optimizer,
     is_eval_step,
-    learning_rate,
     resolve_device,
     runtime_info,
+    set_learning_rate,
 )
 
 
@@ -41,8 +41,7 @@ class ReferenceLoop:
         self.sampler = BatchSampler(config.seed, data.n_train, config.batch_size, device)
 
     def train_step(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, step)
+        set_learning_rate(self.optimizer, self.config, step)
         batch = self.sampler.indices(step)
         logits = self.model.forward_all(self.data.train_inputs[batch])[:, -1]
         loss = F.cross_entropy(logits, self.data.train_targets[batch])

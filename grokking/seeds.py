@@ -5,8 +5,7 @@ those of its single-seed run); only the optimizer step is vectorized. The weight
 live stacked in one tensor per parameter, updated by one AdamW, which is exactly independent
 AdamW per seed because every AdamW operation is elementwise. Before a seed is evaluated or saved,
 its slice of the stacked weights (and, for latest.pt, optimizer state) is copied into its own
-model and optimizer,
-so checkpoints have the ordinary single-seed format and resume either way.
+model and optimizer, so checkpoints have the ordinary single-seed format and resume either way.
 """
 
 from __future__ import annotations
@@ -21,17 +20,17 @@ from rich.progress import Progress
 from torch.func import functional_call, vmap
 
 from grokking.config import GrokkingError, RunConfig
-from grokking.rundir import RunDir
+from grokking.rundir import GENERALIZED, RunDir
 from grokking.train import (
     Trainer,
     TrainingInterrupted,
     build_optimizer,
-    learning_rate,
     live_display,
     open_trainer,
     prepare_run_dir,
     resolve_batch_size,
     resolve_device,
+    set_learning_rate,
     stop_signals,
 )
 
@@ -67,8 +66,7 @@ class SeedGroup:
         self.optimizer.load_state_dict({"state": stacked, "param_groups": self.optimizer.state_dict()["param_groups"]})
 
     def train_step(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, step)
+        set_learning_rate(self.optimizer, self.config, step)
         batches = [t.sampler.indices(step) for t in self.trainers]
         inputs = torch.stack([t.data.train_inputs[b] for t, b in zip(self.trainers, batches)])
         targets = torch.stack([t.data.train_targets[b] for t, b in zip(self.trainers, batches)])
@@ -126,7 +124,7 @@ class SeedGroup:
         accuracies = [t.state.last["val_acc"] for t in self.trainers if t.state.last]
         if not accuracies:
             return {"metrics": f"{len(self.trainers)} seeds · waiting for the first evaluation"}
-        generalized = sum(a >= 0.99 for a in accuracies)
+        generalized = sum(a >= GENERALIZED for a in accuracies)
         return {
             "metrics": f"{len(self.trainers)} seeds · val acc {min(accuracies):.1%}–{max(accuracies):.1%} · "
             f"{generalized} at ≥ 99%"

@@ -74,6 +74,11 @@ def learning_rate(config: RunConfig, step: int) -> float:
     return config.lr * min(1.0, step / config.warmup_steps) if config.warmup_steps else config.lr
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, config: RunConfig, step: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+
+
 class BatchSampler:
     """Shuffled epochs without replacement; the batch of a step depends only on (seed, step),
     so the sampler's whole state is the step and resume needs nothing else."""
@@ -259,8 +264,7 @@ class Trainer:
     # the loop --------------------------------------------------------------------------------
 
     def train_step(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, step)
+        set_learning_rate(self.optimizer, self.config, step)
         batch = self.sampler.indices(step)
         logits = self.model(self.data.train_inputs[batch])
         loss = F.cross_entropy(logits.float(), self.data.train_targets[batch])
