@@ -31,7 +31,7 @@ main = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-TASK, MODEL, OPTIM, RUN = "Task", "Model", "Optimization", "Run, output and schedule"
+TASK, MODEL, OPTIM, ACCEL, RUN = "Task", "Model", "Optimization", "Loss and accelerators", "Run, output and schedule"
 PRESET_HELP = ", ".join(PRESETS)
 OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
 
@@ -77,9 +77,14 @@ def train_command(
     train_frac: Annotated[Optional[float], typer.Option(help="Fraction of the table used for training.", rich_help_panel=TASK)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of split, init and batches.", rich_help_panel=TASK)] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Train several seeds at once, e.g. 0-15 or 0,3,7; each gets its own run dir.", rich_help_panel=TASK)] = None,
-    n_layers: Annotated[Optional[int], typer.Option(help="Transformer layers.", rich_help_panel=MODEL)] = None,
-    d_model: Annotated[Optional[int], typer.Option(help="Residual width.", rich_help_panel=MODEL)] = None,
+    op_token: Annotated[Optional[bool], typer.Option("--op-token/--no-op-token", help="Sequences \\[x, op, y, =], or \\[x, y, =] without.", rich_help_panel=TASK)] = None,
+    model: Annotated[Optional[str], typer.Option(help="transformer, or mlp (embeddings of x and y concatenated, then hidden layers).", rich_help_panel=MODEL)] = None,
+    n_layers: Annotated[Optional[int], typer.Option(help="Transformer blocks, or hidden layers of the MLP.", rich_help_panel=MODEL)] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Residual width (embedding width of the MLP).", rich_help_panel=MODEL)] = None,
     n_heads: Annotated[Optional[int], typer.Option(help="Attention heads.", rich_help_panel=MODEL)] = None,
+    d_mlp: Annotated[Optional[int], typer.Option(help="Hidden width of the MLPs \\[default: 4 × d-model].", rich_help_panel=MODEL)] = None,
+    layer_norm: Annotated[Optional[bool], typer.Option("--layer-norm/--no-layer-norm", help="LayerNorm before attention, MLP and unembedding.", rich_help_panel=MODEL)] = None,
+    activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout probability.", rich_help_panel=MODEL)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam or adamw.", rich_help_panel=OPTIM)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate after warmup.", rich_help_panel=OPTIM)] = None,
@@ -87,7 +92,14 @@ def train_command(
     betas: Annotated[Optional[tuple[float, float]], typer.Option(help="Adam betas, e.g. --betas 0.9 0.98.", rich_help_panel=OPTIM)] = None,
     eps: Annotated[Optional[float], typer.Option(help="Adam epsilon.", rich_help_panel=OPTIM)] = None,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=OPTIM)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size \\[default: min(512, n_train // 2)].", rich_help_panel=OPTIM)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size; 0 = the whole training split \\[default: min(512, n_train // 2)].", rich_help_panel=OPTIM)] = None,
+    loss: Annotated[Optional[str], typer.Option(help="cross_entropy, or stablemax (Prieto et al. 2025).", rich_help_panel=ACCEL)] = None,
+    loss_dtype: Annotated[Optional[str], typer.Option(help="float32, or float64 (delays softmax collapse).", rich_help_panel=ACCEL)] = None,
+    grokfast: Annotated[Optional[str], typer.Option(help="Grokfast gradient filter (Lee et al. 2024): none, ema or ma.", rich_help_panel=ACCEL)] = None,
+    grokfast_alpha: Annotated[Optional[float], typer.Option(help="Grokfast-EMA momentum α.", rich_help_panel=ACCEL)] = None,
+    grokfast_lambda: Annotated[Optional[float], typer.Option(help="Grokfast amplification λ of the slow gradient.", rich_help_panel=ACCEL)] = None,
+    grokfast_window: Annotated[Optional[int], typer.Option(help="Grokfast-MA window in steps.", rich_help_panel=ACCEL)] = None,
+    orthograd: Annotated[Optional[bool], typer.Option("--orthograd/--no-orthograd", help="⊥Grad: drop each gradient's component along its weights (Prieto et al. 2025).", rich_help_panel=ACCEL)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimization step budget.", rich_help_panel=RUN)] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations (plus powers of two before).", rich_help_panel=RUN)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between resume points (latest.pt).", rich_help_panel=RUN)] = None,
@@ -100,15 +112,18 @@ def train_command(
     overwrite: Annotated[bool, typer.Option(help="Delete the run in the run dir and start over.", rich_help_panel=RUN)] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved config as JSON and exit.", rich_help_panel=RUN)] = False,
 ) -> None:
-    """Train a transformer on an arithmetic table; stream metrics and checkpoints to a run dir.
+    """Train a model on an arithmetic table; stream metrics and checkpoints to a run dir.
 
     Running it again on the same run dir continues from the last checkpoint.
     """
     overrides = _train_overrides(
         dict(
-            operation=operation, p=p, train_frac=train_frac, seed=seed, n_layers=n_layers, d_model=d_model,
-            n_heads=n_heads, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
-            eps=eps, warmup_steps=warmup_steps, batch_size=batch_size, steps=steps, eval_every=eval_every,
+            operation=operation, p=p, train_frac=train_frac, seed=seed, op_token=op_token, model=model,
+            n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, layer_norm=layer_norm,
+            activation=activation, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
+            eps=eps, warmup_steps=warmup_steps, batch_size=batch_size, loss=loss, loss_dtype=loss_dtype,
+            grokfast=grokfast, grokfast_alpha=grokfast_alpha, grokfast_lambda=grokfast_lambda,
+            grokfast_window=grokfast_window, orthograd=orthograd, steps=steps, eval_every=eval_every,
             checkpoint_every=checkpoint_every, snapshot_every=snapshot_every, stop_on_grok=stop_on_grok, device=device,
         )
     )  # fmt: skip

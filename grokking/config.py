@@ -13,6 +13,11 @@ class GrokkingError(Exception):
 
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MODELS = ("transformer", "mlp")
+ACTIVATIONS = ("gelu", "relu")
+LOSSES = ("cross_entropy", "stablemax")
+LOSS_DTYPES = ("float32", "float64")
+GROKFAST_FILTERS = ("none", "ema", "ma")
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,23 @@ class RunConfig:
     beta2: float = 0.98
     eps: float = 1e-8
     warmup_steps: int = 10
-    batch_size: int | None = None  # None: min(512, n_train // 2), resolved when training starts
-    n_layers: int = 2
-    d_model: int = 128
+    batch_size: int | None = None  # None: min(512, n_train // 2); 0: the whole training split
+    model: str = "transformer"  # or "mlp": embeddings of x and y concatenated, then hidden layers
+    n_layers: int = 2  # transformer blocks, or hidden layers of the MLP
+    d_model: int = 128  # residual width (transformer) or embedding width (MLP)
     n_heads: int = 4
+    d_mlp: int | None = None  # hidden width of the MLPs; None: 4 * d_model
+    layer_norm: bool = True
+    activation: str = "gelu"
+    op_token: bool = True  # sequences [x, op, y, =]; without it [x, y, =] (Nanda et al.)
     dropout: float = 0.0
+    loss: str = "cross_entropy"  # or "stablemax" (Prieto et al. 2025)
+    loss_dtype: str = "float32"  # float64 delays softmax collapse (Prieto et al. 2025)
+    grokfast: str = "none"  # gradient filter of Lee et al. 2024: "ema" or "ma"
+    grokfast_alpha: float = 0.98  # EMA momentum
+    grokfast_lambda: float = 2.0  # amplification of the slow gradient
+    grokfast_window: int = 100  # moving-average window
+    orthograd: bool = False  # ⊥Grad: drop the gradient component along the weights (Prieto et al. 2025)
     eval_every: int = 100
     checkpoint_every: int = 1000
     snapshot_every: int = 10_000
@@ -49,9 +66,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def hidden_width(self) -> int:
+        return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> RunConfig:
-        """Build a validated config from JSON data, refusing unknown keys and wrong types."""
+        """Build a validated config from JSON data, refusing unknown keys and wrong types.
+
+        Keys missing from older run dirs take their defaults, which reproduce what those runs did."""
         if not isinstance(data, dict):
             raise GrokkingError(f"{source}: expected a JSON object of config fields")
         known = {f.name: f for f in fields(cls)}
@@ -80,20 +103,30 @@ class RunConfig:
             "n-layers": self.n_layers,
             "d-model": self.d_model,
             "n-heads": self.n_heads,
+            "grokfast-window": self.grokfast_window,
         }
-        if self.batch_size is not None:
-            positive["batch-size"] = self.batch_size
+        if self.d_mlp is not None:
+            positive["d-mlp"] = self.d_mlp
         for name, value in positive.items():
             if value <= 0:
                 raise GrokkingError(f"--{name} must be a positive integer (got {value})")
+        if self.batch_size is not None and self.batch_size < 0:
+            raise GrokkingError(f"--batch-size must be positive, or 0 for the whole training split (got {self.batch_size})")
         if self.d_model % self.n_heads:
             raise GrokkingError(
                 f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})"
             )
-        if self.optimizer not in OPTIMIZERS:
-            raise GrokkingError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.device not in DEVICES:
-            raise GrokkingError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        for flag, value, choices in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("device", self.device, DEVICES),
+            ("model", self.model, MODELS),
+            ("activation", self.activation, ACTIVATIONS),
+            ("loss", self.loss, LOSSES),
+            ("loss-dtype", self.loss_dtype, LOSS_DTYPES),
+            ("grokfast", self.grokfast, GROKFAST_FILTERS),
+        ):
+            if value not in choices:
+                raise GrokkingError(f"unknown --{flag} {value!r}; choose one of {', '.join(choices)}")
         if self.lr <= 0 or self.eps <= 0:
             raise GrokkingError(f"--lr and --eps must be positive (got lr={self.lr}, eps={self.eps})")
         if self.weight_decay < 0:
@@ -104,6 +137,10 @@ class RunConfig:
             raise GrokkingError(f"--warmup-steps must be >= 0 (got {self.warmup_steps})")
         if not 0 <= self.dropout < 1:
             raise GrokkingError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.grokfast_alpha < 1:
+            raise GrokkingError(f"--grokfast-alpha must be in [0, 1) (got {self.grokfast_alpha})")
+        if self.grokfast_lambda < 0:
+            raise GrokkingError(f"--grokfast-lambda must be >= 0 (got {self.grokfast_lambda})")
 
 
 def _has_type(value: Any, annotation: str) -> bool:
@@ -134,6 +171,23 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # Power et al. Fig. 4: AdamW with weight decay 1, the setting that generalizes fastest.
     "paper_wd": PAPER.replace(preset="paper_wd", optimizer="adamw", weight_decay=1.0, steps=100_000),
+    # Nanda et al. 2023: x+y mod 113 on 30 % of the table, full-batch AdamW, one layer without
+    # LayerNorm, ReLU MLP of width 512, tokens [x, y, =].
+    "nanda_add": PAPER.replace(
+        preset="nanda_add",
+        operation="add",
+        p=113,
+        train_frac=0.3,
+        batch_size=0,
+        n_layers=1,
+        d_mlp=512,
+        layer_norm=False,
+        activation="relu",
+        op_token=False,
+        steps=40_000,
+        checkpoint_every=1000,
+        snapshot_every=5000,
+    ),
     # A small setting that groks on a 2-core CPU in about a minute (README's first command).
     "quick": PAPER.replace(
         preset="quick",

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig, config_differences
-from grokking.model import Transformer, build_model
+from grokking.losses import per_sample_loss
+from grokking.model import MLP, Transformer, build_model
 from grokking.rundir import RunDir, checkpoint_config, load_checkpoint
 from grokking.tasks import Dataset, build_dataset, split_indices
 
@@ -33,7 +33,7 @@ class TaskData:
 
 
 def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData:
-    dataset = build_dataset(config.operation, config.p)
+    dataset = build_dataset(config.operation, config.p, config.op_token)
     train_idx, val_idx = split_indices(len(dataset.targets), config.train_frac, config.seed)
     inputs, targets = dataset.inputs.to(device), dataset.targets.to(device)
     train_rows, val_rows = train_idx.to(device), val_idx.to(device)
@@ -41,24 +41,35 @@ def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData
 
 
 @torch.no_grad()
-def loss_and_accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the answer token over a whole split, in one pass."""
+def split_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, config: RunConfig) -> dict[str, float]:
+    """Mean loss (the run's training loss), accuracy, and the fraction of answers whose loss is
+    exactly zero (softmax collapse), over a whole split in one pass."""
     was_training = model.training
     model.eval()
-    logits = model(inputs).float()
+    logits = model(inputs)
     model.train(was_training)
-    loss = F.cross_entropy(logits, targets)
-    accuracy = (logits.argmax(dim=-1) == targets).float().mean()
-    return loss.item(), accuracy.item()
+    losses = per_sample_loss(logits, targets, config)
+    return {
+        "loss": losses.mean().item(),
+        "acc": (logits.argmax(dim=-1) == targets).float().mean().item(),
+        "zero_loss_frac": (losses == 0).float().mean().item(),
+    }
 
 
-def evaluate(model: nn.Module, data: TaskData) -> dict[str, float]:
-    train_loss, train_acc = loss_and_accuracy(model, data.train_inputs, data.train_targets)
-    val_loss, val_acc = loss_and_accuracy(model, data.val_inputs, data.val_targets)
-    return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+def evaluate(model: nn.Module, data: TaskData, config: RunConfig = RunConfig()) -> dict[str, float]:
+    """Train and validation loss and accuracy; `config` says which loss (default: cross-entropy)."""
+    train = split_metrics(model, data.train_inputs, data.train_targets, config)
+    val = split_metrics(model, data.val_inputs, data.val_targets, config)
+    return {
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "train_zero_loss_frac": train["zero_loss_frac"],
+    }
 
 
-def model_from_checkpoint(state: dict[str, Any], config: RunConfig, data: TaskData) -> Transformer:
+def model_from_checkpoint(state: dict[str, Any], config: RunConfig, data: TaskData) -> Transformer | MLP:
     model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config)
     try:
         model.load_state_dict(state["model"])
@@ -83,12 +94,12 @@ def evaluate_checkpoints(paths: list[Path], expected: RunConfig | None = None) -
                 raise GrokkingError(
                     f"checkpoint {path} was trained with a different config than its run dir ({'; '.join(differences)})"
                 )
-        key = (config.operation, config.p, config.train_frac, config.seed)
+        key = (config.operation, config.p, config.train_frac, config.seed, config.op_token)
         if key not in cache:
             cache[key] = load_task(config)
         data = cache[key]
         model = model_from_checkpoint(state, config, data)
-        rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data)})
+        rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data, config)})
     return sorted(rows, key=lambda row: row["step"])
 
 

@@ -14,12 +14,12 @@ from contextlib import ExitStack
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 from torch.func import functional_call, vmap
 
 from grokking.config import GrokkingError, RunConfig
+from grokking.losses import answer_loss
 from grokking.rundir import GENERALIZED, RunDir
 from grokking.train import (
     Trainer,
@@ -32,6 +32,7 @@ from grokking.train import (
     resolve_device,
     set_learning_rate,
     stop_signals,
+    transform_gradients,
 )
 
 
@@ -52,7 +53,7 @@ class SeedGroup:
         self._losses = vmap(self._loss)
 
     def _loss(self, params: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(self.template, params, (inputs,)).float(), targets)
+        return answer_loss(functional_call(self.template, params, (inputs,)), targets, self.config)
 
     def _load_optimizer_states(self) -> None:
         """Stack the seeds' own optimizer states (present when they were restored from latest.pt)."""
@@ -73,6 +74,7 @@ class SeedGroup:
         loss = self._losses(self.params, inputs, targets).sum()  # each seed's gradient is its own
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        transform_gradients(self.config, list(self.params.values()), None, batch_dims=1)
         self.optimizer.step()
 
     @torch.no_grad()
@@ -131,6 +133,11 @@ class SeedGroup:
         }
 
 
+def trainable_together(config: RunConfig) -> bool:
+    """Whether seeds of `config` can share one vectorized step (not with dropout or a Grokfast filter)."""
+    return config.dropout == 0 and config.grokfast == "none"
+
+
 def train_seeds(
     configs: list[RunConfig],
     runs: list[RunDir],
@@ -142,8 +149,8 @@ def train_seeds(
     configs = [resolve_batch_size(c) for c in configs]
     if len({c.replace(seed=0) for c in configs}) != 1:
         raise GrokkingError("seeds trained together must share every setting but the seed")
-    if configs[0].dropout > 0:
-        raise GrokkingError("--seeds trains seeds together only without dropout; train them one at a time")
+    if not trainable_together(configs[0]):
+        raise GrokkingError("--seeds trains seeds together only without dropout and --grokfast; train them one at a time")
     device = resolve_device(configs[0].device)
     continuing = [prepare_run_dir(c, r, resume, overwrite) for c, r in zip(configs, runs)]
     with ExitStack() as locks:

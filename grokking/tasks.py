@@ -1,8 +1,8 @@
 """Algorithmic tasks: an operations registry, the full table of a binary operation, and its split.
 
-Each example is the token sequence `[x, op, y, =]` whose answer is the token `c = x ∘ y`.
-Tokens 0..n-1 are the n elements (residues mod p, or the 120 permutations of S5), `n` is the
-operation symbol and `n + 1` is `=`.
+Each example is the token sequence `[x, op, y, =]` (or `[x, y, =]` without the operation token)
+whose answer is the token `c = x ∘ y`. Tokens 0..n-1 are the n elements (residues mod p, or the
+120 permutations of S5), then come the operation symbol (when used) and `=`, always the last token.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def validate_task(operation: str, p: int) -> None:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The whole table of an operation: `inputs` [N, 4] tokens and `targets` [N] answers."""
+    """The whole table of an operation: `inputs` [N, 4] (or [N, 3]) tokens and `targets` [N] answers."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -128,17 +128,19 @@ class Dataset:
     n_classes: int
 
 
-def build_dataset(operation: str, p: int) -> Dataset:
+def build_dataset(operation: str, p: int, op_token: bool = True) -> Dataset:
     validate_task(operation, p)
     op = get_operation(operation)
     n = op.n_elements(p)
     x, y = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(1 if op.y_nonzero else 0, n), indexing="ij"))
     answers = op.compute(x, y, p)
-    inputs = np.stack([x, np.full_like(x, n), y, np.full_like(x, n + 1)], axis=1)
+    equals = n + 1 if op_token else n
+    columns = [x, np.full_like(x, n), y] if op_token else [x, y]
+    inputs = np.stack([*columns, np.full_like(x, equals)], axis=1)
     return Dataset(
         inputs=torch.from_numpy(inputs).long(),
         targets=torch.from_numpy(answers).long(),
-        vocab_size=n + 2,
+        vocab_size=equals + 1,
         n_classes=n,
     )
 

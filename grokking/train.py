@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,8 +26,10 @@ from rich.progress import (
 from rich.text import Text
 
 from grokking import __version__
+from grokking.accelerators import GradientFilter, build_grokfast, orthogonalize_gradients
 from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig, config_differences
 from grokking.evaluate import TaskData, evaluate, load_task
+from grokking.losses import answer_loss
 from grokking.model import build_model, weight_norm
 from grokking.rundir import GENERALIZED, RunDir, checkpoint_config, grokking_steps, load_checkpoint
 from grokking.tasks import get_operation, n_examples, n_train_examples
@@ -60,10 +61,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_batch_size(config: RunConfig) -> RunConfig:
-    """Validate `config` and fill in the paper's batch size min(512, n_train // 2) unless one is given."""
+    """Validate `config` and fill in the batch size: the paper's min(512, n_train // 2) unless one is
+    given, and the whole training split for 0."""
     config.validate()
     n_train = n_train_examples(n_examples(config.operation, config.p), config.train_frac)
-    size = config.batch_size if config.batch_size is not None else max(1, min(512, n_train // 2))
+    size = max(1, min(512, n_train // 2)) if config.batch_size is None else config.batch_size or n_train
     if not 1 <= size <= n_train:
         raise GrokkingError(f"--batch-size must be between 1 and the {n_train} training examples (got {size})")
     return config.replace(batch_size=size)
@@ -105,6 +107,16 @@ def is_eval_step(config: RunConfig, step: int) -> bool:
 def is_snapshot_step(config: RunConfig, step: int) -> bool:
     """Kept checkpoints: every power of two (dense early) and every `snapshot_every` steps (sparse late)."""
     return step & (step - 1) == 0 or step % config.snapshot_every == 0 or step == config.steps
+
+
+def transform_gradients(
+    config: RunConfig, params: list[torch.Tensor], grokfast: GradientFilter | None, batch_dims: int = 0
+) -> None:
+    """The accelerators between backward and the optimizer step: Grokfast's filter, then ⊥Grad."""
+    if grokfast is not None:
+        grokfast.apply(params)
+    if config.orthograd:
+        orthogonalize_gradients(params, batch_dims)
 
 
 def build_optimizer(config: RunConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -217,6 +229,7 @@ class Trainer:
         dataset = self.data.dataset
         self.model = build_model(dataset.vocab_size, dataset.n_classes, config).to(device)
         self.optimizer = build_optimizer(config, self.model.parameters())
+        self.grokfast = build_grokfast(config)
         self.state = LoopState()
         torch.manual_seed(config.seed)  # dropout's stream; saved and restored with every checkpoint
 
@@ -234,6 +247,7 @@ class Trainer:
             "grokked_step": self.state.grokked_step,
             "last_metrics": self.state.last,
             "train_indices": self.data.train_indices,
+            "grokfast": self.grokfast.state_dict() if self.grokfast else {},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
@@ -247,6 +261,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.grokfast:
+                self.grokfast.load_state_dict(state["grokfast"])
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and state["cuda_rng"]:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -267,9 +283,10 @@ class Trainer:
         set_learning_rate(self.optimizer, self.config, step)
         batch = self.sampler.indices(step)
         logits = self.model(self.data.train_inputs[batch])
-        loss = F.cross_entropy(logits.float(), self.data.train_targets[batch])
+        loss = answer_loss(logits, self.data.train_targets[batch], self.config)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        transform_gradients(self.config, list(self.model.parameters()), self.grokfast)
         self.optimizer.step()
 
     def start_clock(self) -> None:
@@ -280,7 +297,7 @@ class Trainer:
         return before + time.perf_counter() - started
 
     def record(self, step: int) -> dict[str, Any]:
-        metrics = evaluate(self.model, self.data)
+        metrics = evaluate(self.model, self.data, self.config)
         record = {
             "step": step,
             **metrics,

@@ -15,7 +15,7 @@ from grokking.tasks import OPERATIONS
 from .conftest import TINY_FLAGS
 
 runner = CliRunner()
-METRIC_KEYS = {"step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s"}
+METRIC_KEYS = {"step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s", "train_zero_loss_frac"}
 
 
 def invoke(*args: str):

@@ -50,7 +50,7 @@ def test_from_dict_validates(tiny, change, message):
 
 
 def test_unknown_preset_lists_valid_ones():
-    with pytest.raises(GrokkingError, match="paper_late, paper_wd, quick"):
+    with pytest.raises(GrokkingError, match="paper_late, paper_wd, nanda_add, quick"):
         preset_config("paper")
 
 

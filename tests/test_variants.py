@@ -1,0 +1,91 @@
+"""Architecture switches, the MLP baseline and the nanda_add preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.config import PRESETS, RunConfig
+from grokking.model import MLP, build_model
+from grokking.tasks import build_dataset
+from grokking.train import resolve_batch_size
+
+from .conftest import TINY_FLAGS
+
+
+def test_without_the_op_token_sequences_are_x_y_equals():
+    data = build_dataset("add", 7, op_token=False)
+    assert data.inputs.shape == (49, 3) and data.vocab_size == 8
+    assert data.inputs[10].tolist() == [1, 3, 7] and data.targets[10].item() == 4
+
+
+def test_nanda_add_is_nandas_setup():
+    config = resolve_batch_size(PRESETS["nanda_add"])
+    assert (config.operation, config.p, config.train_frac) == ("add", 113, 0.3)
+    assert config.batch_size == round(0.3 * 113**2)  # full batch
+    assert (config.n_layers, config.d_model, config.n_heads, config.hidden_width) == (1, 128, 4, 512)
+    assert not config.layer_norm and not config.op_token and config.activation == "relu"
+    assert (config.optimizer, config.lr, config.weight_decay, config.beta2) == ("adamw", 1e-3, 1.0, 0.98)
+    model = build_model(114, 113, config)
+    assert isinstance(model.blocks[0].ln1, torch.nn.Identity)
+    assert isinstance(model.blocks[0].mlp[1], torch.nn.ReLU) and model.blocks[0].mlp[0].out_features == 512
+    assert model.position_embedding.num_embeddings == 3
+
+
+def test_mlp_sees_only_x_and_y():
+    config = RunConfig(model="mlp", p=11, d_model=8, n_layers=2, d_mlp=32)
+    data = build_dataset("add", 11)
+    model = build_model(data.vocab_size, data.n_classes, config)
+    assert isinstance(model, MLP) and model(data.inputs).shape == (121, 11)
+    changed = data.inputs.clone()
+    changed[:, 1] = 0  # the op token is not an input of the MLP
+    torch.testing.assert_close(model(changed), model(data.inputs))
+    assert [m.out_features for m in model.hidden if isinstance(m, torch.nn.Linear)] == [32, 32]
+
+
+def test_old_run_configs_load_with_the_defaults_they_trained_with():
+    old = {k: v for k, v in RunConfig().to_dict().items() if k not in ("model", "layer_norm", "grokfast", "loss")}
+    assert RunConfig.from_dict(old) == RunConfig()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "mlp", "--n-layers", "2", "--d-mlp", "64"],
+        ["--no-op-token", "--no-layer-norm", "--activation", "relu", "--batch-size", "0"],
+    ],
+    ids=["mlp", "nanda-switches"],
+)
+def test_variants_train_plot_and_eval_end_to_end(tmp_path, flags):
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    result = runner.invoke(main, ["train", *TINY_FLAGS, "--op", "add", *flags, "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["model"] == ("mlp" if "mlp" in flags else "transformer")
+    assert runner.invoke(main, ["plot", "--run-dir", str(run_dir)]).exit_code == 0
+    evaluated = runner.invoke(main, ["eval", "--run-dir", str(run_dir), "--json"])
+    assert evaluated.exit_code == 0
+    final = json.loads(evaluated.stdout)[-1]
+    assert final["val_acc"] == pytest.approx(json.loads((run_dir / "summary.json").read_text())["final_val_acc"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model", "rnn"], "unknown --model 'rnn'"),
+        (["--grokfast", "fir"], "unknown --grokfast 'fir'"),
+        (["--loss-dtype", "float16"], "unknown --loss-dtype"),
+        (["--grokfast-alpha", "1.5"], "--grokfast-alpha must be in [0, 1)"),
+        (["--batch-size", "-1"], "--batch-size must be positive, or 0"),
+    ],
+)
+def test_bad_variant_flags_fail_in_one_line(tmp_path, flags, message):
+    result = CliRunner().invoke(main, ["train", *TINY_FLAGS, *flags, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
