@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -18,6 +19,7 @@ from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.plot import plot_runs
 from grokking.rundir import RunDir
 from grokking.seeds import train_seeds
+from grokking.sweep import TrainFlags, plan_sweep, point_report, report_sweep, run_sweep, sweep_table, train_commands, write_manifest
 from grokking.tasks import OPERATIONS
 from grokking.train import TrainingInterrupted, default_run_dir, resolve_batch_size, resolve_device, train
 
@@ -187,16 +189,56 @@ def _seeds_table(configs: list[RunConfig], summaries: list[dict[str, Any]]) -> T
     return table
 
 
+@main.command("sweep")
+def sweep_command(
+    grid: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUES to sweep, e.g. train_frac=0.3,0.5 or seed=0-2; repeat for a grid. KEY: a train flag or config field.")] = None,
+    preset: Annotated[str, typer.Option(help=f"Base config of every point: {PRESET_HELP}.")] = "quick",
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE fixed for every point, e.g. --set eval_every=100; repeatable.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Step budget of every point.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Folder of the sweep: sweep.json and one run dir a point.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the points (done, partial or new) and exit.")] = False,
+    emit_commands: Annotated[bool, typer.Option(help="Write sweep.json and print one `grokking train` command a point (for GNU parallel or a SLURM array).")] = False,
+) -> None:
+    """Train a grid of configs, one run dir a point; running it again skips finished points and resumes the rest."""
+    try:
+        if out_dir is None:
+            raise GrokkingError("give --out-dir DIR, the folder for the sweep's run dirs")
+        flags = TrainFlags(typer.main.get_command(main).commands["train"])
+        fixed = {k: v for k, v in dict(steps=steps, device=device).items() if v is not None}
+        sweep = plan_sweep(preset, grid or [], out_dir, fixed, settings or [], flags.aliases)
+        if emit_commands:
+            commands = train_commands(sweep, flags)
+            err_console.print(f"wrote {write_manifest(sweep)}; `grokking plot --sweep {out_dir}` summarizes the runs")
+            print("\n".join(commands))
+            return
+        if dry_run:
+            console.print(sweep_table([point_report(p) for p in sweep.points], f"sweep {out_dir} (dry run)"))
+            return
+        reports = run_sweep(sweep, console=err_console)
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        number = e.signal_number if isinstance(e, TrainingInterrupted) else signal.SIGINT
+        hint = "finished points and checkpoints are kept. Run the same command again to continue the sweep."
+        err_console.print(f"[yellow]{e or 'interrupted'}[/]; {hint}", soft_wrap=True)
+        raise typer.Exit(code=128 + number) from None
+    console.print(sweep_table(reports, f"sweep {out_dir}"))
+
+
 @main.command("plot")
 def plot_command(
-    run_dir: Annotated[list[Path], typer.Option(help="Run dir to draw; repeat to overlay several runs.")],
+    run_dir: Annotated[Optional[list[Path]], typer.Option(help="Run dir to draw; repeat to overlay several runs.")] = None,
+    sweep: Annotated[Optional[Path], typer.Option(help="A `grokking sweep` folder: write DIR/sweep_summary.json and DIR/plots/sweep.png.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN_DIR/plots; required with several runs].")] = None,
 ) -> None:
-    """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training)."""
+    """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training), or a sweep's summary."""
     try:
+        if run_dir and sweep is not None:
+            raise GrokkingError("give --run-dir or --sweep, not both")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            paths = plot_runs(run_dir, out)
+            paths = report_sweep(sweep, out) if sweep is not None else plot_runs(run_dir or [], out)
         for warning in caught:
             err_console.print(f"[yellow]warning:[/] {warning.message}")
     except GrokkingError as e:
@@ -296,3 +338,4 @@ def bench_command(
     table.add_row("peak RSS MiB", f"{result['peak_rss_mib']:,.0f}", *([""] * (len(table.columns) - 2)))
     console.print(table)
     console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")
+

@@ -1,7 +1,9 @@
-"""Accuracy and loss figures from one or more run dirs (works on runs still training)."""
+"""Figures: accuracy and loss of one or more run dirs (also while training), and a sweep's steps to grok."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
-from grokking.config import GrokkingError, RunConfig  # noqa: E402
+from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig  # noqa: E402
 from grokking.rundir import RunDir, grokking_steps  # noqa: E402
 from grokking.tasks import get_operation  # noqa: E402
 
@@ -44,7 +47,12 @@ def _style(ax: Axes, name: str, ylabel: str) -> None:
     else:
         ax.set_yscale("log")
     ax.set_xscale("log")
-    ax.set_xlabel("optimization step")
+    _frame(ax, "optimization step", ylabel)
+
+
+def _frame(ax: Axes, xlabel: str, ylabel: str) -> None:
+    """Axis labels, a light major grid, no top or right spine: the look of every figure here."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
@@ -77,7 +85,7 @@ def _single(curves: Curves, out: Path) -> list[Path]:
     paths = []
     for name, keys, ylabel in (
         ("accuracy", ("train_acc", "val_acc"), "accuracy"),
-        ("loss", ("train_loss", "val_loss"), "cross-entropy loss"),
+        ("loss", ("train_loss", "val_loss"), _loss_label(curves.config)),
     ):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for key, color, text in zip(keys, ("tab:blue", "tab:red"), ("train", "validation")):
@@ -95,20 +103,37 @@ def _single(curves: Curves, out: Path) -> list[Path]:
 def _overlay(all_curves: list[Curves], out: Path) -> list[Path]:
     paths = []
     colors = plt.get_cmap("tab10").colors
+    labels = overlay_labels(all_curves)
+    task = get_operation(all_curves[0].config.operation).describe(all_curves[0].config.p)
     for name, (train_key, val_key), ylabel in (
         ("accuracy", ("train_acc", "val_acc"), "accuracy"),
-        ("loss", ("train_loss", "val_loss"), "cross-entropy loss"),
+        ("loss", ("train_loss", "val_loss"), _loss_label(all_curves[0].config)),
     ):
         fig, ax = plt.subplots(figsize=(9, 5))
-        for i, curves in enumerate(all_curves):
+        for i, (curves, label) in enumerate(zip(all_curves, labels)):
             color = colors[i % len(colors)]
             ax.plot(*curves.series(train_key), color=color, linestyle="--", linewidth=1, alpha=0.6)
-            ax.plot(*curves.series(val_key), color=color, linewidth=1.6, label=curves.label)
+            ax.plot(*curves.series(val_key), color=color, linewidth=1.6, label=label)
         _style(ax, name, ylabel)
-        ax.set_title(f"{ylabel}: validation (solid) and train (dashed)")
+        ax.set_title(f"{task} · {name}: validation (solid) and train (dashed)")
         ax.legend(fontsize=8, frameon=False)
         paths.append(_save(fig, out / f"{name}.png"))
     return paths
+
+
+def overlay_labels(all_curves: list[Curves]) -> list[str]:
+    """Each run's legend entry: the config values that tell it apart from the other runs overlaid
+    (fields that may change on resume, such as the step budget, do not count)."""
+    configs = [c.config.to_dict() for c in all_curves]
+    ignored = RESUMABLE_FIELDS | {"eval_every"}
+    keys = [k for k in configs[0] if k not in ignored and len({repr(c[k]) for c in configs}) > 1]
+    if not keys:
+        return [c.label for c in all_curves]
+    return [", ".join(f"{k}={c[k]}" for k in keys) for c in configs]
+
+
+def _loss_label(config: RunConfig) -> str:
+    return "StableMax loss" if config.loss == "stablemax" else "cross-entropy loss"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -129,3 +154,93 @@ def plot_runs(run_dirs: list[Path], out: Path | None = None) -> list[Path]:
     if out is None:
         raise GrokkingError("with several --run-dir, also pass --out DIR for the overlay figures")
     return _overlay(all_curves, out)
+
+
+def _sweep_axis(values: list[Any]) -> tuple[dict[str, float], str]:
+    """Plot positions of the swept values and the x scale: numbers as they are, others as categories."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {repr(v): float(i) for i, v in enumerate(values)}, "category"
+    spread = min(values) > 0 and max(values) >= 20 * min(values)
+    return {repr(v): float(v) for v in values}, "log" if spread else "linear"
+
+
+def _jitter(x: float, index: int, count: int, scale: str, width: float) -> float:
+    """Spread the seeds of one x a little sideways so that equal steps stay visible."""
+    offset = (index - (count - 1) / 2) * width
+    return x * 10**offset if scale == "log" else x + offset
+
+
+def _median_steps(steps: list[int | str]) -> float:
+    """Median over seeds, a seed that did not generalize counting as infinitely late (nan if that is the median)."""
+    median = statistics.median(s if isinstance(s, int) else math.inf for s in steps)
+    return median if math.isfinite(median) else math.nan
+
+
+def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
+    """Steps to validation (and train) accuracy ≥ 99% against the swept value, after Power et al. Fig. 2.
+
+    x is the first swept key other than seed; each value of the other keys gets its own line. Each seed
+    is a dot, the line is the median over seeds, memorization is drawn lighter, and a seed that did not
+    generalize within its budget is an open triangle at its last step. Points without a result yet are left out.
+    """
+    grid, points = summary["grid"], summary["points"]
+    keys = [k for k in grid if k != "seed"] or ["seed"]
+    x_key, line_keys = keys[0], keys[1:]
+    positions, scale = _sweep_axis(grid[x_key])
+    low, high = min(positions.values()), max(positions.values())
+    width = 0.012 * ((math.log10(high / low) if scale == "log" else high - low) or 1.0)
+    lines: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for point in points:
+        lines.setdefault(tuple(repr(point["values"][k]) for k in line_keys), []).append(point)
+    colors = ["tab:red"] if len(lines) == 1 else plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(8, 5))
+    handles: list[Line2D] = []
+    budgets = sorted({p["budget"] for p in points})
+    missed = False
+    for number, (line, members) in enumerate(lines.items()):
+        color = colors[number % len(colors)]
+        memory_color = "tab:blue" if len(lines) == 1 else color
+        for key, shade, alpha, size in (("memorization_step", memory_color, 0.35, 18), ("generalization_step", color, 0.9, 30)):
+            xs, medians = [], []
+            for value in grid[x_key]:
+                finished = [p for p in members if repr(p["values"][x_key]) == repr(value) and p[key] is not None]
+                for index, p in enumerate(finished):
+                    x = _jitter(positions[repr(value)], index, len(finished), scale, width)
+                    if isinstance(p[key], int):
+                        ax.scatter(x, p[key], s=size, color=shade, alpha=alpha, zorder=3, linewidths=0)
+                    else:
+                        missed = True
+                        ax.scatter(x, p["steps_done"], s=50, marker="^", facecolors="none", edgecolors=shade, zorder=3)
+                if finished:
+                    xs.append(positions[repr(value)])
+                    medians.append(_median_steps([p[key] for p in finished]))
+            style = "-" if key == "generalization_step" else "--"
+            ax.plot(xs, medians, style, color=shade, alpha=alpha, linewidth=1.6 if style == "-" else 1.2)
+        if line_keys:
+            text = ", ".join(f"{k}={v}" for k, v in zip(line_keys, line))
+            handles.append(Line2D([], [], color=color, marker="o", label=text))
+    ink = "tab:red" if len(lines) == 1 else "dimgray"
+    handles += [
+        Line2D([], [], color=ink, marker="o", linewidth=1.6, label="val acc ≥ 99% (generalized): seeds, median"),
+        Line2D([], [], color="tab:blue" if len(lines) == 1 else "dimgray", marker="o", linestyle="--", alpha=0.45,
+               label="train acc ≥ 99% (memorized): seeds, median"),
+    ]  # fmt: skip
+    if missed:
+        budget = f"{budgets[0]:,} steps" if len(budgets) == 1 else "its budget"
+        handles.append(Line2D([], [], color=ink, marker="^", markerfacecolor="none", linestyle="none", label=f"not within {budget}"))
+    if len(budgets) == 1:
+        ax.axhline(budgets[0], color="gray", linestyle=":", linewidth=1)
+    if scale == "log":
+        ax.set_xscale("log")
+    elif scale == "category":
+        ax.set_xticks(list(positions.values()), [str(v) for v in grid[x_key]])
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _frame(ax, x_key, "optimization steps")
+    base, seeds = summary["base"], len(grid.get("seed", [None]))
+    task = "" if {"operation", "p"} & set(grid) else f"{get_operation(base['operation']).describe(base['p'])} · "
+    ax.set_title(f"steps until accuracy ≥ 99%\n{task}preset {base['preset']} · {seeds} seed{'s' * (seeds > 1)} a point", fontsize=11)
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
+    return _save(fig, path)

@@ -102,7 +102,7 @@ def test_a_seed_that_grokked_stays_grokked_while_the_group_trains_on(tmp_path, t
     monkeypatch.setattr(
         train_module,
         "evaluate",
-        lambda model, data: {"train_loss": 0.0, "train_acc": 1.0, "val_loss": 0.0, "val_acc": next(accuracies)},
+        lambda model, data, config: {"train_loss": 0.0, "train_acc": 1.0, "val_loss": 0.0, "val_acc": next(accuracies)},
     )
     config = train_module.resolve_batch_size(tiny.replace(stop_on_grok=True))
     trainer = train_module.Trainer(config, RunDir(tmp_path / "run"), torch.device("cpu"))
