@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from grokking.analysis import analyze_run
 from grokking.bench import bench_seeds, bench_speed, bench_time_to_grok
 from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
 from grokking.evaluate import evaluate_checkpoints, run_checkpoints
@@ -339,3 +340,38 @@ def bench_command(
     console.print(table)
     console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")
 
+
+@main.command("analyze")
+def analyze_command(
+    run_dir: Annotated[Path, typer.Option(help="Run dir whose checkpoints to analyze.")],
+    step: Annotated[Optional[int], typer.Option(help="Checkpoint step of the spectrum and the ablation \\[default: the last].")] = None,
+    energy: Annotated[float, typer.Option(help="Share of the embedding's energy that the key frequencies carry.")] = 0.9,
+    top_k: Annotated[Optional[int], typer.Option(help="Frequencies to ablate \\[default: the number of key frequencies].")] = None,
+    draws: Annotated[int, typer.Option(help="Random sets of non-key frequencies ablated for comparison.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the random sets.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Fourier analysis of a run: embedding spectrum, progress measures (Nanda et al. 2023), frequency ablation.
+
+    Writes RUN_DIR/analysis/{spectrum,progress,ablation}.json and RUN_DIR/figures/{spectrum,progress,ablation}.png.
+    """
+    try:
+        with Progress(console=err_console, transient=True) as progress:
+            results = analyze_run(run_dir, step, energy, top_k, draws, seed, progress)
+    except GrokkingError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    spectrum, ablation = results["spectrum"], results["ablation"]
+    random_drop = "—" if ablation["random_mean_drop"] is None else f"{ablation['random_mean_drop']:.1%}"
+    console.print(f"basis: {spectrum['basis_description']}")
+    console.print(
+        f"step {spectrum['step']:,}: key frequencies {spectrum['key_frequencies']} carry {spectrum['key_energy_share']:.1%} of the energy"
+    )
+    console.print(
+        f"ablation: val acc {ablation['baseline_val_acc']:.1%} → {ablation['key_removed_val_acc']:.1%} without "
+        f"{ablation['key_removed']} (drop {ablation['key_drop']:.1%}); mean drop without {ablation['random_k']} random others: {random_drop}"
+    )
+    for path in results["files"]:
+        console.print(f"wrote {path}")

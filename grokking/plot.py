@@ -39,7 +39,7 @@ def load_curves(run: RunDir) -> Curves:
     return Curves(label, config, records)
 
 
-def _style(ax: Axes, name: str, ylabel: str) -> None:
+def style_axes(ax: Axes, name: str, ylabel: str) -> None:
     """Log-step x axis; accuracy in percent from 0 to 1, loss on a log axis."""
     if name == "accuracy":
         ax.set_ylim(-0.02, 1.02)
@@ -58,7 +58,7 @@ def _frame(ax: Axes, xlabel: str, ylabel: str) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def _mark_phases(ax: Axes, curves: Curves, color: str | None = None) -> None:
+def mark_phases(ax: Axes, curves: Curves, color: str | None = None) -> None:
     steps = grokking_steps(curves.records)
     for key, text, default in (
         ("memorization_step", "train ≥ 99%", "tab:blue"),
@@ -92,11 +92,11 @@ def _single(curves: Curves, out: Path) -> list[Path]:
             ax.plot(*curves.series(key), color=color, linewidth=1.6, label=text)
         if name == "accuracy":
             ax.axhline(1 / curves.config.p, color="gray", linestyle="--", linewidth=1, label=f"chance (1/{curves.config.p})")
-        _mark_phases(ax, curves)
-        _style(ax, name, ylabel)
+        mark_phases(ax, curves)
+        style_axes(ax, name, ylabel)
         ax.set_title(curves.label)
         ax.legend(loc="center left", frameon=False)
-        paths.append(_save(fig, out / f"{name}.png"))
+        paths.append(save_figure(fig, out / f"{name}.png"))
     return paths
 
 
@@ -114,10 +114,10 @@ def _overlay(all_curves: list[Curves], out: Path) -> list[Path]:
             color = colors[i % len(colors)]
             ax.plot(*curves.series(train_key), color=color, linestyle="--", linewidth=1, alpha=0.6)
             ax.plot(*curves.series(val_key), color=color, linewidth=1.6, label=label)
-        _style(ax, name, ylabel)
+        style_axes(ax, name, ylabel)
         ax.set_title(f"{task} · {name}: validation (solid) and train (dashed)")
         ax.legend(fontsize=8, frameon=False)
-        paths.append(_save(fig, out / f"{name}.png"))
+        paths.append(save_figure(fig, out / f"{name}.png"))
     return paths
 
 
@@ -136,7 +136,7 @@ def _loss_label(config: RunConfig) -> str:
     return "StableMax loss" if config.loss == "stablemax" else "cross-entropy loss"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
@@ -243,4 +243,4 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
     task = "" if {"operation", "p"} & set(grid) else f"{get_operation(base['operation']).describe(base['p'])} · "
     ax.set_title(f"steps until accuracy ≥ 99%\n{task}preset {base['preset']} · {seeds} seed{'s' * (seeds > 1)} a point", fontsize=11)
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
