@@ -40,8 +40,8 @@ class EmaFilter:
     def state_dict(self) -> dict[str, Any]:
         return {"averages": [a.clone() for a in self.averages]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.averages = [a.clone() for a in state["averages"]]
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.averages = [a.to(device, copy=True) for a in state["averages"]]
 
 
 class MovingAverageFilter:
@@ -67,8 +67,8 @@ class MovingAverageFilter:
     def state_dict(self) -> dict[str, Any]:
         return {"buffers": [b.clone() for b in self.buffers], "seen": self.seen}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffers, self.seen = [b.clone() for b in state["buffers"]], int(state["seen"])
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.buffers, self.seen = [b.to(device, copy=True) for b in state["buffers"]], int(state["seen"])
 
 
 GradientFilter = EmaFilter | MovingAverageFilter

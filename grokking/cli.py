@@ -136,7 +136,7 @@ def train_command(
         else:
             config = preset_config(preset or "quick").replace(**overrides)
         config = resolve_batch_size(config)
-        resolve_device(config.device)
+        resolve_device(config.device, needs_float64=config.loss_dtype == "float64")
         if seeds is not None:
             if run_dir is not None:
                 raise GrokkingError("--seeds writes one run dir per seed under --out-dir; drop --run-dir")

@@ -151,7 +151,7 @@ def train_seeds(
         raise GrokkingError("seeds trained together must share every setting but the seed")
     if not trainable_together(configs[0]):
         raise GrokkingError("--seeds trains seeds together only without dropout and --grokfast; train them one at a time")
-    device = resolve_device(configs[0].device)
+    device = resolve_device(configs[0].device, needs_float64=configs[0].loss_dtype == "float64")
     continuing = [prepare_run_dir(c, r, resume, overwrite) for c, r in zip(configs, runs)]
     with ExitStack() as locks:
         for run in runs:

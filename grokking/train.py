@@ -46,18 +46,24 @@ class TrainingInterrupted(Exception):
         self.step = step
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, needs_float64: bool = False) -> torch.device:
+    """The device `name` means (auto: cuda, then mps, then cpu); refused when it cannot run the config."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+    elif name == "cuda" and not torch.cuda.is_available():
         raise GrokkingError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
+    elif name == "mps" and not torch.backends.mps.is_available():
         raise GrokkingError("--device mps was asked for but MPS is not available; use --device auto or cpu")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if needs_float64 and device.type == "mps":
+        raise GrokkingError("MPS has no float64; use --loss-dtype float32 or --device cpu")
+    return device
 
 
 def resolve_batch_size(config: RunConfig) -> RunConfig:
@@ -247,7 +253,7 @@ class Trainer:
             "grokked_step": self.state.grokked_step,
             "last_metrics": self.state.last,
             "train_indices": self.data.train_indices,
-            "grokfast": self.grokfast.state_dict() if self.grokfast else {},
+            "grokfast": self.grokfast.state_dict() if self.grokfast is not None else {},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
@@ -261,8 +267,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            if self.grokfast:
-                self.grokfast.load_state_dict(state["grokfast"])
+            if self.grokfast is not None:
+                self.grokfast.load_state_dict(state["grokfast"], self.device)
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and state["cuda_rng"]:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -420,7 +426,7 @@ def train(
 ) -> dict[str, Any]:
     """Train `config` into `run` (continuing it if it holds this run) and return the summary."""
     config = resolve_batch_size(config)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, needs_float64=config.loss_dtype == "float64")
     continuing = prepare_run_dir(config, run, resume, overwrite)
     with run.lock():
         trainer = open_trainer(config, run, device, continuing)

@@ -11,7 +11,7 @@ from grokking.config import GrokkingError, RunConfig
 from grokking.losses import per_sample_loss, stablemax_log_probs
 from grokking.rundir import RunDir
 from grokking.seeds import train_seeds
-from grokking.train import train
+from grokking.train import resolve_device, train
 
 
 def test_stablemax_is_the_normalized_piecewise_function():
@@ -123,3 +123,11 @@ def test_grokfast_seeds_together_are_refused(tmp_path, tiny):
     with pytest.raises(GrokkingError, match="one at a time"):
         train_seeds(configs, [RunDir(tmp_path / str(c.seed)) for c in configs])
     assert not any(tmp_path.iterdir())
+
+
+def test_float64_loss_is_refused_on_mps_which_lacks_float64(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto").type == "mps"
+    with pytest.raises(GrokkingError, match="MPS has no float64"):
+        resolve_device("auto", needs_float64=True)
