@@ -88,6 +88,7 @@ def train_command(
     d_mlp: Annotated[Optional[int], typer.Option(help="Hidden width of the MLPs \\[default: 4 × d-model].", rich_help_panel=MODEL)] = None,
     layer_norm: Annotated[Optional[bool], typer.Option("--layer-norm/--no-layer-norm", help="LayerNorm before attention, MLP and unembedding.", rich_help_panel=MODEL)] = None,
     activation: Annotated[Optional[str], typer.Option(help="gelu or relu.", rich_help_panel=MODEL)] = None,
+    init: Annotated[Optional[str], typer.Option(help="default (PyTorch's), or nanda: matrices N(0, 1/d-model), biases 0.", rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout probability.", rich_help_panel=MODEL)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam or adamw.", rich_help_panel=OPTIM)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate after warmup.", rich_help_panel=OPTIM)] = None,
@@ -123,7 +124,7 @@ def train_command(
         dict(
             operation=operation, p=p, train_frac=train_frac, seed=seed, op_token=op_token, model=model,
             n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, layer_norm=layer_norm,
-            activation=activation, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
+            activation=activation, init=init, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
             eps=eps, warmup_steps=warmup_steps, batch_size=batch_size, loss=loss, loss_dtype=loss_dtype,
             grokfast=grokfast, grokfast_alpha=grokfast_alpha, grokfast_lambda=grokfast_lambda,
             grokfast_window=grokfast_window, orthograd=orthograd, steps=steps, eval_every=eval_every,

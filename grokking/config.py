@@ -14,6 +14,7 @@ class GrokkingError(Exception):
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODELS = ("transformer", "mlp")
+INITS = ("default", "nanda")
 ACTIVATIONS = ("gelu", "relu")
 LOSSES = ("cross_entropy", "stablemax")
 LOSS_DTYPES = ("float32", "float64")
@@ -46,6 +47,7 @@ class RunConfig:
     layer_norm: bool = True
     activation: str = "gelu"
     op_token: bool = True  # sequences [x, op, y, =]; without it [x, y, =] (Nanda et al.)
+    init: str = "default"  # PyTorch's initialisation, or "nanda": every matrix N(0, 1/d_model), biases 0
     dropout: float = 0.0
     loss: str = "cross_entropy"  # or "stablemax" (Prieto et al. 2025)
     loss_dtype: str = "float32"  # float64 delays softmax collapse (Prieto et al. 2025)
@@ -120,6 +122,7 @@ class RunConfig:
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("device", self.device, DEVICES),
             ("model", self.model, MODELS),
+            ("init", self.init, INITS),
             ("activation", self.activation, ACTIVATIONS),
             ("loss", self.loss, LOSSES),
             ("loss-dtype", self.loss_dtype, LOSS_DTYPES),
@@ -172,7 +175,7 @@ PRESETS: dict[str, RunConfig] = {
     # Power et al. Fig. 4: AdamW with weight decay 1, the setting that generalizes fastest.
     "paper_wd": PAPER.replace(preset="paper_wd", optimizer="adamw", weight_decay=1.0, steps=100_000),
     # Nanda et al. 2023: x+y mod 113 on 30 % of the table, full-batch AdamW, one layer without
-    # LayerNorm, ReLU MLP of width 512, tokens [x, y, =].
+    # LayerNorm, ReLU MLP of width 512, tokens [x, y, =], their initialisation.
     "nanda_add": PAPER.replace(
         preset="nanda_add",
         operation="add",
@@ -184,6 +187,7 @@ PRESETS: dict[str, RunConfig] = {
         layer_norm=False,
         activation="relu",
         op_token=False,
+        init="nanda",
         steps=40_000,
         checkpoint_every=1000,
         snapshot_every=5000,

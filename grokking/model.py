@@ -178,12 +178,27 @@ class MLP(nn.Module):
         return self.unembed(self.hidden(pair))
 
 
+@torch.no_grad()
+def nanda_init_(model: nn.Module, d_model: int) -> None:
+    """Nanda et al.'s initialisation: embeddings and weight matrices N(0, 1/d_model), the unembedding
+    N(0, 1/n_classes), biases zero; LayerNorm parameters keep their ones and zeros."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            fan = module.weight.shape[0] if name == "unembed" else d_model
+            module.weight.normal_(0.0, fan**-0.5)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+
+
 def build_model(vocab_size: int, n_classes: int, config: RunConfig) -> Transformer | MLP:
     """The model for `config`, initialised from `config.seed` alone."""
     kind = MLP if config.model == "mlp" else Transformer
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return kind(vocab_size, n_classes, config)
+        model = kind(vocab_size, n_classes, config)
+        if config.init == "nanda":
+            nanda_init_(model, config.d_model)
+        return model
 
 
 def weight_norm(model: nn.Module) -> float:

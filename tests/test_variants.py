@@ -28,12 +28,25 @@ def test_nanda_add_is_nandas_setup():
     assert (config.operation, config.p, config.train_frac) == ("add", 113, 0.3)
     assert config.batch_size == round(0.3 * 113**2)  # full batch
     assert (config.n_layers, config.d_model, config.n_heads, config.hidden_width) == (1, 128, 4, 512)
-    assert not config.layer_norm and not config.op_token and config.activation == "relu"
+    assert not config.layer_norm and not config.op_token and config.activation == "relu" and config.init == "nanda"
     assert (config.optimizer, config.lr, config.weight_decay, config.beta2) == ("adamw", 1e-3, 1.0, 0.98)
     model = build_model(114, 113, config)
     assert isinstance(model.blocks[0].ln1, torch.nn.Identity)
     assert isinstance(model.blocks[0].mlp[1], torch.nn.ReLU) and model.blocks[0].mlp[0].out_features == 512
     assert model.position_embedding.num_embeddings == 3
+
+
+def test_nanda_init_scales_every_matrix_by_the_width_and_zeroes_biases():
+    config = RunConfig(p=97, d_model=128, init="nanda")
+    model = build_model(99, 97, config)
+    params = dict(model.named_parameters())
+    for name in ("token_embedding.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.2.weight"):
+        assert params[name].std().item() == pytest.approx(128**-0.5, rel=0.05)
+    assert params["unembed.weight"].std().item() == pytest.approx(97**-0.5, rel=0.05)
+    assert not params["blocks.0.mlp.0.bias"].any()
+    assert torch.equal(params["blocks.0.ln1.weight"], torch.ones(128))  # LayerNorm keeps its identity start
+    default = build_model(99, 97, config.replace(init="default"))
+    assert default.token_embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
 
 
 def test_mlp_sees_only_x_and_y():
