@@ -9,7 +9,7 @@ from rich.progress import Progress
 from torch import nn
 
 from grokking.analysis.ablation import frequency_ablation
-from grokking.analysis.figures import ablation_figure, progress_figure, spectrum_figure
+from grokking.analysis.figures import ablation_figure, listed, progress_figure, spectrum_figure
 from grokking.analysis.fourier import Spectrum, embedding_spectrum, fourier_basis
 from grokking.analysis.progress import AnswerGrid, progress_measures
 from grokking.config import GrokkingError
@@ -89,7 +89,7 @@ def analyze_run(
     figures = [
         spectrum_figure(spectrum, energy, f"embedding spectrum · {title}", figures_dir / "spectrum.png"),
         progress_figure(
-            curves, rows, f"progress measures · {curves.label} · key frequencies {final_key}", figures_dir / "progress.png"
+            curves, rows, f"progress measures · {curves.label}\nkey frequencies {listed(final_key)}", figures_dir / "progress.png"
         ),
         ablation_figure(ablation, f"Fourier ablation · {title}", figures_dir / "ablation.png"),
     ]

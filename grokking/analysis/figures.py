@@ -17,7 +17,13 @@ from grokking.plot import Curves, mark_phases, save_figure, style_axes  # noqa: 
 KEY_COLOR, OTHER_COLOR = "tab:red", "tab:gray"
 
 
-MAX_LISTED = 10  # key frequencies named in the spectrum's text box; the json lists them all
+MAX_LISTED = 10  # key frequencies named in a figure; the json lists them all
+
+
+def listed(frequencies: list[int]) -> str:
+    """'18, 14, 12' or, past MAX_LISTED, the first ones and how many there are in all."""
+    shown = ", ".join(map(str, frequencies[:MAX_LISTED]))
+    return shown + (f", … ({len(frequencies)} in all)" if len(frequencies) > MAX_LISTED else "")
 
 
 def spectrum_figure(spectrum: Spectrum, share: float, title: str, path: Path) -> Path:
@@ -32,9 +38,8 @@ def spectrum_figure(spectrum: Spectrum, share: float, title: str, path: Path) ->
     for f in key:
         ax.annotate(str(f), (f, energy[f - 1].item()), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
     info = spectrum.to_json(share)
-    shown = ", ".join(map(str, key[:MAX_LISTED])) + (f", … ({len(key)} in all)" if len(key) > MAX_LISTED else "")
     lines = [
-        f"key frequencies (≥ {share:.0%} of the energy): {shown}",
+        f"key frequencies (≥ {share:.0%} of the energy): {listed(key)}",
         f"they carry {info['key_energy_share']:.1%}; constant component: {info['constant_share_of_all']:.1%} of all energy",
     ]
     if spectrum.outside_norm is not None:
