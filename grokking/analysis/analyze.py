@@ -10,7 +10,7 @@ from torch import nn
 
 from grokking.analysis.ablation import frequency_ablation
 from grokking.analysis.figures import ablation_figure, listed, progress_figure, spectrum_figure
-from grokking.analysis.fourier import Spectrum, embedding_spectrum, fourier_basis
+from grokking.analysis.fourier import fourier_basis, model_spectrum
 from grokking.analysis.progress import AnswerGrid, progress_measures
 from grokking.config import GrokkingError
 from grokking.evaluate import load_task, model_from_checkpoint, run_checkpoints
@@ -53,13 +53,11 @@ def analyze_run(
     def model_at(at: int) -> nn.Module:
         return model_from_checkpoint(by_step[at], config, data)
 
-    def spectrum_of(model: nn.Module) -> Spectrum:
-        return embedding_spectrum(model.token_embedding.weight[: data.dataset.n_classes], basis)
-
     model = model_at(step)
-    spectrum = spectrum_of(model)
+    spectrum = model_spectrum(model, basis)
     ablation = frequency_ablation(model, data, config, spectrum, energy, top_k, draws, seed)
-    final_key = spectrum_of(model_at(final_step)).key_frequencies(energy)
+    final_spectrum = spectrum if step == final_step else model_spectrum(model_at(final_step), basis)
+    final_key = final_spectrum.key_frequencies(energy)
     grid = AnswerGrid.build(basis, data.dataset.inputs)
     task = progress.add_task("progress measures", total=len(by_step)) if progress is not None else None
     rows = []

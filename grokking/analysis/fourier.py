@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
+from torch import nn
 
 from grokking.config import GrokkingError
 from grokking.tasks import get_operation, is_prime
@@ -162,3 +163,9 @@ def embedding_spectrum(embedding: torch.Tensor, basis: FourierBasis) -> Spectrum
     energy = torch.zeros(basis.n_frequencies + 1).scatter_add_(0, basis.row_frequency, row_energy)
     outside = None if basis.generator is None else embedding[0].norm().item()
     return Spectrum(basis, energy[1:], energy[0].item(), row_energy.sqrt(), outside)
+
+
+def model_spectrum(model: nn.Module, basis: FourierBasis) -> Spectrum:
+    """The spectrum of a model's element embeddings: the rows of its token embedding that are
+    residues (the op and `=` tokens after them are not read)."""
+    return embedding_spectrum(model.token_embedding.weight, basis)

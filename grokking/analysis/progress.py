@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from grokking.analysis.fourier import FourierBasis, embedding_spectrum
+from grokking.analysis.fourier import FourierBasis, model_spectrum
 from grokking.config import RunConfig
 from grokking.evaluate import TaskData
 from grokking.losses import answer_loss
@@ -84,9 +84,8 @@ def progress_measures(
     model: nn.Module, data: TaskData, config: RunConfig, grid: AnswerGrid, basis: FourierBasis, key: list[int]
 ) -> dict[str, float]:
     """The progress measures of one checkpoint (its losses and accuracies are in metrics.jsonl)."""
-    embedding = model.token_embedding.weight[: data.dataset.n_classes]
     return {
         "weight_norm": weight_norm(model),
-        "fourier_gini": gini(embedding_spectrum(embedding, basis).component_norms),
+        "fourier_gini": gini(model_spectrum(model, basis).component_norms),
         **frequency_losses(model, data, config, grid, basis, key),
     }
