@@ -349,7 +349,7 @@ def run_sweep(sweep: Sweep, console: Console | None = None) -> list[dict[str, An
     log.print(f"[bold]sweep[/] {sweep.out_dir}: {len(sweep.points)} points, {done} done, {len(todo)} to train")
     for group in _seed_groups(todo):
         left = len(sweep.points) - done - len(group)
-        log.print(f"[bold]{done} done · {len(group)} running · {left} left[/]: {', '.join(p.name for p in group)}")
+        log.print(f"[bold]{done} done · {left} after these · training[/] {', '.join(p.name for p in group)}")
         _train_group(group, console, log)
         for point in group:
             done += 1

@@ -137,7 +137,7 @@ def test_the_sweep_trains_every_point_and_writes_the_manifest(swept):
     stderr = swept["trained"].stderr
     # train_frac=0.5 has one seed at step 10 and one new: they train one at a time; 0.7's seeds together.
     assert stderr.count("one seed at a time") == 1 and "different steps" in stderr
-    assert "0 done · 2 running · 2 left" in stderr and "2 done · 2 running · 0 left" in stderr
+    assert "0 done · 2 after these · training" in stderr and "2 done · 0 after these · training" in stderr
     assert stderr.count("not generalized within 20 steps") == 4
 
 
