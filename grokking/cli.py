@@ -231,7 +231,7 @@ def sweep_command(
 @main.command("plot")
 def plot_command(
     run_dir: Annotated[Optional[list[Path]], typer.Option(help="Run dir to draw; repeat to overlay several runs.")] = None,
-    sweep: Annotated[Optional[Path], typer.Option(help="A `grokking sweep` folder: write DIR/sweep_summary.json and DIR/plots/sweep.png.")] = None,
+    sweep: Annotated[Optional[Path], typer.Option(help="A `grokking sweep` folder: bring DIR/sweep.json up to date with the outcomes and draw DIR/plots/sweep.png.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN_DIR/plots; required with several runs].")] = None,
 ) -> None:
     """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training), or a sweep's summary."""

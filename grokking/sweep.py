@@ -1,7 +1,8 @@
 """Parameter sweeps: a grid over RunConfig fields, one ordinary run dir a point, skip done, resume partial.
 
-`sweep.json` in the sweep folder names the grid, the base config and the points; every point is a
-run dir `<key>=<value>_…` beside it, trained by `grokking.train.train` (or, for the seeds of one
+`sweep.json` in the sweep folder names the grid, the base config and the points with their outcomes
+so far (rewritten as the sweep trains and by `grokking plot --sweep`); every point is a run dir
+`<key>=<value>_…` beside it, trained by `grokking.train.train` (or, for the seeds of one
 point, together by `grokking.seeds.train_seeds`), so a stopped sweep continues where it stopped.
 """
 
@@ -27,7 +28,6 @@ from grokking.seeds import train_seeds
 from grokking.train import resolve_batch_size, train
 
 MANIFEST = "sweep.json"
-SUMMARY = "sweep_summary.json"
 NOT_WITHIN_BUDGET = "not within budget"
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -182,10 +182,6 @@ class Sweep:
     grid: dict[str, list[Any]]
     points: list[Point]
 
-    def manifest(self) -> dict[str, Any]:
-        points = [{"name": p.name, "run_dir": p.run.path.name, "values": p.values} for p in self.points]
-        return {"grid": self.grid, "base": self.base.to_dict(), "points": points}
-
 
 def point_name(values: dict[str, Any]) -> str:
     """`train_frac=0.3_seed=1`: stable, readable, and safe as a folder name."""
@@ -315,9 +311,15 @@ def point_report(point: Point) -> dict[str, Any]:
     return {**row, **outcome, "budget": point.config.steps}
 
 
+def sweep_record(sweep: Sweep) -> dict[str, Any]:
+    """The content of sweep.json: grid, base config, and every point's run dir, values and outcome so far."""
+    points = [{"run_dir": p.run.path.name, **point_report(p)} for p in sweep.points]
+    return {"grid": sweep.grid, "base": sweep.base.to_dict(), "points": points}
+
+
 def write_manifest(sweep: Sweep) -> Path:
     path = sweep.out_dir / MANIFEST
-    atomic_write_json(path, sweep.manifest())
+    atomic_write_json(path, sweep_record(sweep))
     return path
 
 
@@ -351,6 +353,7 @@ def run_sweep(sweep: Sweep, console: Console | None = None) -> list[dict[str, An
         left = len(sweep.points) - done - len(group)
         log.print(f"[bold]{done} done · {left} after these · training[/] {', '.join(p.name for p in group)}")
         _train_group(group, console, log)
+        write_manifest(sweep)
         for point in group:
             done += 1
             log.print(f"  [green]✓[/] {point.name}: {_outcome(point_report(point))}")
@@ -390,9 +393,7 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
 
 
 def report_sweep(out_dir: Path, out: Path | None = None) -> list[Path]:
-    """Write `sweep_summary.json` and the figure `plots/sweep.png` (or into `out`) of a sweep folder."""
+    """Bring `sweep.json` up to date with every point's outcome and draw `plots/sweep.png` (or into `out`)."""
     sweep = load_sweep(out_dir)
-    summary = {"grid": sweep.grid, "base": sweep.base.to_dict(), "points": [point_report(p) for p in sweep.points]}
-    path = sweep.out_dir / SUMMARY
-    atomic_write_json(path, summary)
-    return [path, plot_sweep(summary, (out or sweep.out_dir / "plots") / "sweep.png")]
+    path = write_manifest(sweep)
+    return [path, plot_sweep(sweep_record(sweep), (out or sweep.out_dir / "plots") / "sweep.png")]

@@ -129,6 +129,7 @@ def test_the_sweep_trains_every_point_and_writes_the_manifest(swept):
     assert manifest["base"]["steps"] == 20 and manifest["base"]["p"] == 11
     assert [p["run_dir"] for p in manifest["points"]] == NAMES
     assert manifest["points"][3]["values"] == {"train_frac": 0.7, "seed": 1}
+    assert all(p["status"] == "done" and p["steps_done"] == 20 for p in manifest["points"])  # outcomes kept current
     for name in NAMES:
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["steps_done"] == 20
@@ -160,7 +161,7 @@ def test_plot_sweep_writes_the_summary_and_the_figure(swept, tmp_path):
     (out / NAMES[2] / "summary.json").write_text(json.dumps(generalized))
     result = invoke("plot", "--sweep", out)
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "sweep_summary.json").read_text())
+    report = json.loads((out / "sweep.json").read_text())
     assert report["grid"] == {"train_frac": [0.5, 0.7], "seed": [0, 1]}
     for row, name in zip(report["points"], NAMES):
         summary = json.loads((out / name / "summary.json").read_text())
