@@ -177,7 +177,7 @@ def _median_steps(steps: list[int | str]) -> float:
 
 
 def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
-    """Steps to validation (and train) accuracy ≥ 99% against the swept value, after Power et al. Fig. 2.
+    """Steps to validation (and train) accuracy ≥ 99% against the swept value, after Power et al. Fig. 1 (centre).
 
     x is the first swept key other than seed; each value of the other keys gets its own line. Each seed
     is a dot, the line is the median over seeds, memorization is drawn lighter, and a seed that did not
