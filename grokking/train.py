@@ -63,6 +63,11 @@ def resolve_device(name: str, needs_float64: bool = False) -> torch.device:
         device = torch.device(name)
     if needs_float64 and device.type == "mps":
         raise GrokkingError("MPS has no float64; use --loss-dtype float32 or --device cpu")
+    if device.type == "cpu":
+        # Long after memorization without weight decay, the softmax of wrong answers and its gradients
+        # fall below 2^-126, where x86 CPUs compute many times slower (subnormal floats). Flushing them
+        # to zero loses nothing a sum with normal-sized terms keeps, and nearly doubled paper_late's speed.
+        torch.set_flush_denormal(True)
     return device
 
 

@@ -131,3 +131,11 @@ def test_float64_loss_is_refused_on_mps_which_lacks_float64(monkeypatch):
     assert resolve_device("auto").type == "mps"
     with pytest.raises(GrokkingError, match="MPS has no float64"):
         resolve_device("auto", needs_float64=True)
+
+
+def test_cpu_training_flushes_subnormal_floats_which_x86_computes_slowly():
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal floats")
+    assert (torch.tensor([1e-39]) * 2).item() > 0
+    assert resolve_device("cpu").type == "cpu"
+    assert (torch.tensor([1e-39]) * 2).item() == 0.0
