@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from grokking.config import RunConfig
+from grokking.config import GrokkingError, RunConfig
 from grokking.evaluate import TaskData, evaluate
 from grokking.model import build_model
 from grokking.rundir import GENERALIZED, RunDir
@@ -24,6 +24,8 @@ from grokking.train import (
     Trainer,
     build_optimizer,
     is_eval_step,
+    open_trainer,
+    resolve_batch_size,
     resolve_device,
     runtime_info,
     set_learning_rate,
@@ -63,6 +65,7 @@ class Contender:
     name: str
     train_step: Callable[[int], None]
     val_acc: Callable[[], float]
+    offset: int = 0  # the step it starts after (a restored checkpoint's)
     step: int = 0
     seconds: float = 0.0
     peak_cuda_bytes: int = 0
@@ -75,8 +78,8 @@ class Contender:
         started, accuracy = time.perf_counter(), None
         for _ in range(n_steps):
             self.step += 1
-            self.train_step(self.step)
-            if is_eval_step(config, self.step):
+            self.train_step(self.offset + self.step)
+            if is_eval_step(config, self.offset + self.step):
                 accuracy = self.val_acc()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -165,6 +168,44 @@ def bench_seeds(config: RunConfig, n_seeds: int, steps: int, rounds: int, progre
         "peak_rss_mib": peak_rss_mib(),
         **({"together_peak_cuda_mib": pair[1].peak_cuda_bytes / 2**20} if device.type == "cuda" else {}),
     }
+
+
+def bench_subnormals(run: RunDir, steps: int, rounds: int, progress: Progress | None = None) -> dict[str, Any]:
+    """CPU steps/s from a run's latest checkpoint with subnormal floats flushed to zero (what training
+    does) against computed, interleaved; the run dir is only read."""
+    device = resolve_device("cpu")
+    if not torch.set_flush_denormal(True):
+        raise GrokkingError("this CPU cannot flush subnormal floats to zero, so there is nothing to compare")
+    config = resolve_batch_size(run.read_config())
+    flushed, subnormal = (open_trainer(config, run, device, continuing=True) for _ in range(2))
+    pair = [_from_checkpoint("flushed", True, flushed), _from_checkpoint("subnormal", False, subnormal)]
+    try:
+        interleave(pair, config, steps, rounds, device, progress)
+    finally:
+        torch.set_flush_denormal(True)
+    rates = {c.name: c.step / c.seconds for c in pair}
+    return {
+        "mode": "subnormals",
+        **runtime_info(device),
+        "config": _shown(config),
+        "run_dir": str(run.path),
+        "from_step": flushed.state.step,
+        "steps_timed": pair[0].step,
+        "flushed_steps_per_s": rates["flushed"],
+        "subnormal_steps_per_s": rates["subnormal"],
+        "speedup": rates["flushed"] / rates["subnormal"],
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def _from_checkpoint(name: str, flush: bool, trainer: Trainer) -> Contender:
+    """A contender that continues `trainer` from its restored step with subnormal flushing on or off."""
+
+    def train_step(step: int) -> None:
+        torch.set_flush_denormal(flush)
+        trainer.train_step(step)
+
+    return Contender(name, train_step, lambda: evaluate(trainer.model, trainer.data)["val_acc"], offset=trainer.state.step)
 
 
 def _shown(config: RunConfig) -> dict[str, Any]:

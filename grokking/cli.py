@@ -14,7 +14,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from grokking.analysis import analyze_run
-from grokking.bench import bench_seeds, bench_speed, bench_time_to_grok
+from grokking.bench import bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok
 from grokking.config import PRESETS, GrokkingError, RunConfig, preset_config
 from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.plot import plot_runs
@@ -295,6 +295,7 @@ def bench_command(
     seeds: Annotated[str, typer.Option(help="Seeds for --time-to-grok, e.g. 0-2 or 0,3,7.")] = "0-2",
     together: Annotated[int, typer.Option(help="Instead: seed-steps/s of this many seeds trained together vs one at a time.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Give up a --time-to-grok run after this many steps.")] = 20_000,
+    subnormals: Annotated[Optional[Path], typer.Option(help="Instead: CPU steps/s from this run dir's latest checkpoint, subnormal floats flushed to zero vs computed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Measure training speed: this package's engine against a plain reference loop, in one process."""
@@ -304,7 +305,9 @@ def bench_command(
         if steps <= 0 or rounds <= 0 or max_steps <= 0 or together < 0:
             raise GrokkingError("--steps, --rounds and --max-steps must be positive, --together not negative")
         with Progress(console=err_console, transient=True) as progress:
-            if time_to_grok:
+            if subnormals is not None:
+                result = bench_subnormals(RunDir(subnormals), steps, rounds, progress)
+            elif time_to_grok:
                 result = bench_time_to_grok(config, _seeds(seeds), max_steps, progress)
             elif together > 0:
                 result = bench_seeds(config, together, steps, rounds, progress)
@@ -315,8 +318,15 @@ def bench_command(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    table = Table(title=f"grokking bench · {preset} · {result['device']} ({result['device_name']})", title_justify="left")
-    if time_to_grok:
+    measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset
+    table = Table(title=f"grokking bench · {measured} · {result['device']} ({result['device_name']})", title_justify="left")
+    if subnormals is not None:
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("subnormals flushed: steps/s", f"{result['flushed_steps_per_s']:,.1f}")
+        table.add_row("subnormals computed: steps/s", f"{result['subnormal_steps_per_s']:,.1f}")
+        table.add_row("speed-up", f"{result['speedup']:.2f}×")
+    elif time_to_grok:
         for column in ("seed", "contender", "steps to val ≥ 99%", "wall seconds"):
             table.add_column(column, justify="right")
         for row in result["runs"]:

@@ -2,11 +2,13 @@
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from grokking import main
-from grokking.bench import bench_seeds, bench_speed, bench_time_to_grok
-from grokking.train import resolve_batch_size
+from grokking.bench import bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok
+from grokking.rundir import RunDir
+from grokking.train import resolve_batch_size, train
 
 
 def test_speed_mode_times_both_contenders_for_the_same_steps(tiny):
@@ -37,3 +39,19 @@ def test_seeds_mode_reports_aggregate_seed_steps(tiny):
     result = bench_seeds(resolve_batch_size(tiny), n_seeds=3, steps=4, rounds=2)
     assert result["seeds"] == 3 and result["steps_timed"] == 4
     assert result["speedup"] == result["together_seed_steps_per_s"] / result["sequential_seed_steps_per_s"]
+
+
+def test_subnormals_mode_continues_a_run_both_ways_and_leaves_it_untouched(tiny, tmp_path):
+    run = RunDir(tmp_path / "run")
+    train(resolve_batch_size(tiny.replace(steps=12)), run)
+    before = {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()}
+    result = bench_subnormals(run, steps=4, rounds=2)
+    assert result["from_step"] == 12 and result["steps_timed"] == 4
+    assert result["speedup"] == result["flushed_steps_per_s"] / result["subnormal_steps_per_s"]
+    assert (torch.tensor([1e-39]) * 2).item() == 0.0  # training's setting is back
+    assert {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()} == before
+
+
+def test_subnormals_mode_of_a_missing_run_dir_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--subnormals", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
