@@ -66,7 +66,7 @@ def resolve_device(name: str, needs_float64: bool = False) -> torch.device:
     if device.type == "cpu":
         # Long after memorization without weight decay, the softmax of wrong answers and its gradients
         # fall below 2^-126, where x86 CPUs compute many times slower (subnormal floats). Flushing them
-        # to zero loses nothing a sum with normal-sized terms keeps, and nearly doubled paper_late's speed.
+        # to zero loses nothing a sum with normal-sized terms keeps; paper_late ran 1.4-1.8x faster with it.
         torch.set_flush_denormal(True)
     return device
 
