@@ -317,9 +317,10 @@ def sweep_record(sweep: Sweep) -> dict[str, Any]:
     return {"grid": sweep.grid, "base": sweep.base.to_dict(), "points": points}
 
 
-def write_manifest(sweep: Sweep) -> Path:
+def write_manifest(sweep: Sweep, record: dict[str, Any] | None = None) -> Path:
+    """Write sweep.json from `record` (default: the sweep's record now)."""
     path = sweep.out_dir / MANIFEST
-    atomic_write_json(path, sweep_record(sweep))
+    atomic_write_json(path, record or sweep_record(sweep))
     return path
 
 
@@ -395,5 +396,5 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
 def report_sweep(out_dir: Path, out: Path | None = None) -> list[Path]:
     """Bring `sweep.json` up to date with every point's outcome and draw `plots/sweep.png` (or into `out`)."""
     sweep = load_sweep(out_dir)
-    path = write_manifest(sweep)
-    return [path, plot_sweep(sweep_record(sweep), (out or sweep.out_dir / "plots") / "sweep.png")]
+    record = sweep_record(sweep)
+    return [write_manifest(sweep, record), plot_sweep(record, (out or sweep.out_dir / "plots") / "sweep.png")]
