@@ -16,9 +16,10 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
-from grokking.config import RESUMABLE_FIELDS, GrokkingError, RunConfig  # noqa: E402
+from grokking.config import PRESETS, RESUMABLE_FIELDS, GrokkingError, RunConfig  # noqa: E402
 from grokking.rundir import RunDir, grokking_steps  # noqa: E402
 from grokking.tasks import get_operation  # noqa: E402
+from grokking.train import resolve_batch_size  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,21 @@ def load_curves(run: RunDir) -> Curves:
     config = run.read_config()
     records = run.require_metrics()
     label = f"{get_operation(config.operation).describe(config.p)} · {config.preset} · seed {config.seed}"
-    return Curves(label, config, records)
+    overrides = preset_overrides(config)
+    return Curves(f"{label}\n{overrides}" if overrides else label, config, records)
+
+
+def preset_overrides(config: RunConfig) -> str:
+    """The training choices where a run departs from its preset, e.g. `loss_dtype=float64`, so
+    that a figure of a variant is not mistaken for the preset itself."""
+    if config.preset not in PRESETS:
+        return ""
+    preset = PRESETS[config.preset]
+    if config.batch_size == resolve_batch_size(config.replace(batch_size=preset.batch_size)).batch_size:
+        config = config.replace(batch_size=preset.batch_size)  # the size the preset's own rule gives
+    ours, preset = config.to_dict(), preset.to_dict()
+    ignored = RESUMABLE_FIELDS | {"seed", "eval_every", "operation", "p"}  # the label names the task and seed
+    return ", ".join(f"{k}={ours[k]}" for k in ours if k not in ignored and ours[k] != preset[k])
 
 
 def style_axes(ax: Axes, name: str, ylabel: str) -> None:

@@ -9,6 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from grokking import main
+from grokking.config import PRESETS
+from grokking.plot import preset_overrides
+from grokking.train import resolve_batch_size
 from grokking.rundir import RunDir
 from grokking.tasks import OPERATIONS
 
@@ -62,6 +65,18 @@ def test_plot_overlays_several_runs(trained, tmp_path):
     result = invoke("plot", "--run-dir", trained.path, "--run-dir", other, "--out", tmp_path / "overlay")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "overlay" / "accuracy.png").is_file() and (tmp_path / "overlay" / "loss.png").is_file()
+
+
+def test_plot_titles_name_where_a_run_departs_from_its_preset():
+    late = PRESETS["paper_late"]
+    assert preset_overrides(late) == ""
+    # seed and the resumable fields (the step budget here) do not make a variant.
+    assert preset_overrides(late.replace(seed=3, steps=5000)) == ""
+    assert preset_overrides(late.replace(loss_dtype="float64", train_frac=0.3)) == "train_frac=0.3, loss_dtype=float64"
+    # A run's config holds its batch size resolved; the size the preset's rule gives is no override.
+    assert preset_overrides(resolve_batch_size(PRESETS["nanda_add"])) == ""
+    assert preset_overrides(resolve_batch_size(late.replace(train_frac=0.3))) == "train_frac=0.3"
+    assert preset_overrides(resolve_batch_size(late.replace(batch_size=64))) == "batch_size=64"
 
 
 def test_eval_of_the_last_checkpoint_agrees_with_the_last_metrics_line(trained):
