@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from grokking import main
 from grokking.config import PRESETS
 from grokking.plot import preset_overrides
-from grokking.train import resolve_batch_size
 from grokking.rundir import RunDir
 from grokking.tasks import OPERATIONS
+from grokking.train import resolve_batch_size
 
 from .conftest import TINY_FLAGS
 
