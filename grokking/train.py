@@ -68,6 +68,10 @@ def resolve_device(name: str, needs_float64: bool = False) -> torch.device:
         # fall below 2^-126, where x86 CPUs compute many times slower (subnormal floats). Flushing them
         # to zero loses nothing a sum with normal-sized terms keeps; paper_late ran 1.4-1.8x faster with it.
         torch.set_flush_denormal(True)
+        # On several threads the backward of indexing (`keys[x]` in the model) adds into its gradient
+        # in parallel with atomic adds, in an order that varies from run to run; deterministic mode
+        # makes that sum serial, so the same seed gives the same run, bit for bit.
+        torch.use_deterministic_algorithms(True)
     return device
 
 

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from grokking.config import RunConfig
 from grokking.model import build_model
 from grokking.tasks import build_dataset
+from grokking.train import resolve_device
 
 
 def test_output_never_depends_on_later_tokens(tiny):
@@ -61,3 +62,25 @@ def test_with_dropout_training_uses_the_reference_path(tiny):
     torch.manual_seed(0)
     b = model.forward_all(tokens)[:, -1]
     assert torch.equal(a, b)
+
+
+def test_cpu_gradients_are_the_same_every_time_on_two_threads():
+    """Indexing's backward adds with racing atomics on several CPU threads; training turns on
+    deterministic mode so that a seed's run is repeatable bit for bit."""
+    torch.use_deterministic_algorithms(False)
+    assert resolve_device("cpu").type == "cpu"
+    config = RunConfig(p=47, d_model=64)  # big enough that the gradient sum is split across threads
+    data = build_dataset("div", config.p)
+    model = build_model(data.vocab_size, data.n_classes, config)
+    batch = torch.randperm(len(data.targets), generator=torch.Generator().manual_seed(0))[:512]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(20):
+            model.zero_grad()
+            F.cross_entropy(model(data.inputs[batch]), data.targets[batch]).backward()
+            gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, gradients[0]) for g in gradients)
