@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from grokking.rundir import RunDir
 from grokking.tasks import build_dataset
 from grokking.train import train
 
-from .conftest import TINY, tree_checksums
+from .conftest import TINY, torch_threads, tree_checksums
 
 runner = CliRunner()
 
@@ -121,22 +119,12 @@ def test_operations_without_a_fourier_basis_are_refused(operation, p, message):
         fourier_basis(operation, p)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """This model is too small to gain from threads, and loses much to them on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def grokked(tmp_path_factory) -> tuple[RunDir, dict]:
     """A small addition model trained until it groks, analyzed once through the CLI."""
     run = RunDir(tmp_path_factory.mktemp("analysis") / "add")
-    with one_thread():
+    # This model is too small to gain from threads, and loses much to them on a busy CPU.
+    with torch_threads(1):
         train(GROKS, run)
         result = runner.invoke(main, ["analyze", "--run-dir", str(run.path), "--json"])
     assert result.exit_code == 0, result.output
@@ -181,7 +169,7 @@ def test_analyze_writes_json_and_figures(grokked):
 
 def test_step_chooses_the_checkpoint(grokked, tmp_path):
     run = shutil.copytree(grokked[0].path, tmp_path / "run")
-    with one_thread():
+    with torch_threads(1):
         result = runner.invoke(main, ["analyze", "--run-dir", str(run), "--step", "256", "--top-k", "2", "--draws", "2"])
     assert result.exit_code == 0, result.output
     assert "step 256" in result.stdout

@@ -7,6 +7,8 @@ from grokking.model import build_model
 from grokking.tasks import build_dataset
 from grokking.train import resolve_device
 
+from .conftest import torch_threads
+
 
 def test_output_never_depends_on_later_tokens(tiny):
     model = build_model(tiny.p + 2, tiny.p, tiny.replace(n_layers=2)).eval()
@@ -73,14 +75,10 @@ def test_cpu_gradients_are_the_same_every_time_on_two_threads():
     data = build_dataset("div", config.p)
     model = build_model(data.vocab_size, data.n_classes, config)
     batch = torch.randperm(len(data.targets), generator=torch.Generator().manual_seed(0))[:512]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gradients = []
+    gradients = []
+    with torch_threads(2):
         for _ in range(20):
             model.zero_grad()
             F.cross_entropy(model(data.inputs[batch]), data.targets[batch]).backward()
             gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    finally:
-        torch.set_num_threads(threads)
     assert all(torch.equal(g, gradients[0]) for g in gradients)
