@@ -235,7 +235,8 @@ def _from_checkpoint(name: str, flush: bool, seed_run: SeedRun) -> Contender:
 
 
 def _shown(config: RunConfig) -> dict[str, Any]:
-    return {k: getattr(config, k) for k in ("operation", "p", "batch_size", "d_model", "n_layers", "eval_every")}
+    shown = ("operation", "p", "batch_size", "d_model", "n_layers", "eval_every", "precision", "compile")
+    return {k: getattr(config, k) for k in shown}
 
 
 def bench_time_to_grok(

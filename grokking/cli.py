@@ -269,6 +269,13 @@ def sweep_command(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="List the points (done, partial or new) and exit.")] = False,
     log: Annotated[list[str] | None, typer.Option(help=LOG_HELP)] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="Points trained side by side, each in its own process with an equal share of the cores "
+            "(at least one thread); 1 trains one point after another with a progress bar."
+        ),
+    ] = 1,
     emit_commands: Annotated[
         bool,
         typer.Option(
@@ -296,7 +303,7 @@ def sweep_command(
     try:
         with display.TrainingProgress(err_console) as observer:
             say = observer.console.print
-            reports = run_sweep(sweep, observer, lambda line: say(line, markup=False, highlight=False), log or ())
+            reports = run_sweep(sweep, observer, lambda line: say(line, markup=False, highlight=False), log or (), jobs)
     except TrainingInterrupted as e:
         raise stopped(e, "Finished points are kept. Run the same command again to continue the sweep.") from None
     console.print(display.sweep_table(reports, f"sweep {out_dir}"))
@@ -367,6 +374,12 @@ def bench_command(
     steps: Annotated[int, typer.Option(help="Timed steps per contender (speed mode).")] = 300,
     rounds: Annotated[int, typer.Option(help="Interleaved blocks per contender (speed mode).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="The engine's precision, fp32 or bf16 (the reference loop stays fp32).")
+    ] = "fp32",
+    compile_engine: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the engine's model (compile time not timed).")
+    ] = False,
     time_to_grok: Annotated[
         bool, typer.Option("--time-to-grok", help="Measure wall seconds to val acc ≥ 99% instead.")
     ] = False,
@@ -385,7 +398,7 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Measure training speed: this package's engine against a plain reference loop, in one process."""
-    config = resolve(preset_config(preset).replace(device=device))
+    config = resolve(preset_config(preset).replace(device=device, precision=precision, compile=compile_engine))
     if not (0 < steps <= 10**6 and 0 < rounds <= steps and 0 < max_steps <= 10**7 and 0 <= together <= 1024):
         raise GrokkingError(
             "--steps (1-1e6), --rounds (1-steps) and --max-steps (1-1e7) must be positive, --together 0-1024"

@@ -54,6 +54,7 @@ NORM_POSITIONS = ("pre", "post")
 POSITIONS = ("learned", "sinusoidal")
 LOGITS = ("answers", "vocab")
 GROKFAST_FILTERS = ("none", "ema", "ma")
+PRECISIONS = ("fp32", "bf16")
 OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
 
 
@@ -164,6 +165,19 @@ class RunConfig:
         RUN,
     )
     device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps.", RUN, choices=DEVICES)
+    precision: str = setting(
+        "fp32",
+        "fp32, or bf16: matrix products in bfloat16 under autocast, weights, optimizer and loss in fp32 "
+        "(faster on GPUs and on CPUs with BF16; it changes the numbers).",
+        RUN,
+        choices=PRECISIONS,
+    )
+    compile: bool = setting(
+        False,
+        "torch.compile the model for the training step (on CUDA with CUDA graphs); compiling takes "
+        "seconds to a minute at the start, cached for later runs.",
+        RUN,
+    )
     split_seed: int | None = setting(
         None,
         "Seed of the train/validation split \\[default: --seed; the paper presets fix it at 0, as openai/grok].",
@@ -488,7 +502,7 @@ def preset_overrides(config: RunConfig) -> str:
 
 
 # Fields that may change when a run is resumed: they do not alter the training trajectory.
-RESUMABLE_FIELDS = frozenset({"steps", "device", "stop_on_grok", "checkpoint_every", "snapshot_every"})
+RESUMABLE_FIELDS = frozenset({"steps", "device", "compile", "stop_on_grok", "checkpoint_every", "snapshot_every"})
 
 
 def config_differences(old: RunConfig, new: RunConfig, ignore: frozenset[str] = frozenset()) -> list[str]:

@@ -3,9 +3,11 @@ and what a run records about the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,20 @@ def configure_torch(device: torch.device) -> None:
         # in parallel with atomic adds, in an order that varies from run to run; deterministic mode
         # makes that sum serial, so the same seed gives the same run, bit for bit.
         torch.use_deterministic_algorithms(True)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in: for "bf16", autocast to bfloat16 (matrix products in bf16,
+    what autocast keeps in fp32 stays there; weights and their gradients remain fp32); for "fp32", none."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def compiled(function: Callable, device: torch.device) -> Callable:
+    """`function` (a module, or a function of tensors) through torch.compile; on CUDA in the
+    "reduce-overhead" mode, which replays the step's kernels as a CUDA graph."""
+    return torch.compile(function, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def runtime_info(device: torch.device) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from grokking.config import RunConfig
+from grokking.device import autocast
 from grokking.errors import GrokkingError, first_line
 from grokking.losses import correct, per_sample_loss
 from grokking.model import MLP, Transformer, build_model
@@ -24,7 +25,8 @@ def split_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     exactly zero (softmax collapse), over a whole split in one pass."""
     was_training = model.training
     model.eval()
-    logits = model(inputs, scored=True)
+    with autocast(config.precision, inputs.device):
+        logits = model(inputs, scored=True)
     model.train(was_training)
     losses = per_sample_loss(logits, targets, config)
     return {

@@ -6,8 +6,6 @@ model are all configs; and an MLP baseline."""
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,16 +98,18 @@ class Block(nn.Module):
         return self.add_mlp(self.add_attention(h, self.drop(self.attn(self.attention_input(h)))))
 
     def forward_split(
-        self, prefix: torch.Tensor, suffix: torch.Tensor, x: torch.Tensor, keep: slice | None
+        self, prefix: torch.Tensor, suffix: torch.Tensor, x: torch.Tensor, keep: slice | None, causal: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same block on a sequence split in two (no dropout; see `Transformer.forward`).
 
         `prefix` [n_x, k, width] holds the positions before y (`x, op`, `eos, x, op` or `x` alone) once
         per value of x (under the causal mask they depend on x alone); `suffix` [batch, s, width] holds
         the positions from y on (`y, =`, or `y, =, c`) per example, and `x` [batch] picks each example's
-        prefix row. With `keep` (the last block), only those suffix positions are computed.
+        prefix row. With `keep` (the last block), only those suffix positions are computed. `causal`
+        [length, length] is the causal mask of the whole sequence.
         """
-        prefix_mask, suffix_mask = causal_masks(prefix.shape[1], suffix.shape[1], prefix.device)
+        split = prefix.shape[1]
+        prefix_mask, suffix_mask = causal[:split, :split], causal[split : split + suffix.shape[1]]
         qp, kp, vp = self.attn.heads(self.attention_input(prefix))
         qs, ks, vs = self.attn.heads(self.attention_input(suffix))
         keys, values = torch.cat([kp[x], ks], dim=2), torch.cat([vp[x], vs], dim=2)
@@ -123,14 +123,6 @@ class Block(nn.Module):
             attended = attend(qp, kp, vp, prefix_mask)
             prefix = self.add_mlp(self.add_attention(prefix, self.attn.proj(merge_heads(attended))))
         return prefix, suffix
-
-
-@cache
-def causal_masks(prefix_length: int, suffix_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries of the prefix over the prefix, and queries of the suffix over every key (prefix first)."""
-    length = prefix_length + suffix_length
-    full = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    return full[:prefix_length, :prefix_length], full[prefix_length:]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,6 +142,7 @@ class Transformer(nn.Module):
             self.position_embedding = nn.Embedding(length, config.d_model)
         else:
             self.register_buffer("sinusoids", sinusoidal_positions(length, config.d_model), persistent=False)
+        self.register_buffer("causal", torch.ones(length, length, dtype=torch.bool).tril(), persistent=False)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         post = config.layer_norm and config.norm_position == "post"
         self.ln_f = nn.Identity() if post else layer_norm(config)  # post-LN blocks end normalized
@@ -192,7 +185,8 @@ class Transformer(nn.Module):
             suffix = self.token_embedding(tokens[:, first:]) + positions[first : tokens.shape[1]]
             x = tokens[:, self.x_position]
             for i, block in enumerate(self.blocks):
-                prefix, suffix = block.forward_split(prefix, suffix, x, keep if i == len(self.blocks) - 1 else None)
+                last = i == len(self.blocks) - 1
+                prefix, suffix = block.forward_split(prefix, suffix, x, keep if last else None, self.causal)
             logits = self.unembed(self.ln_f(suffix[:, 0] if suffix.shape[1] == 1 else suffix))
         return logits[:, 0] if logits.dim() == 3 and logits.shape[1] == 1 else logits
 

@@ -19,6 +19,7 @@ from torch.func import functional_call, vmap
 
 from grokking.accelerators import transform_gradients
 from grokking.config import RunConfig
+from grokking.device import autocast, compiled
 from grokking.losses import answer_loss
 from grokking.optim import build_optimizer, set_learning_rate
 from grokking.tasks import BatchSampler, TaskData
@@ -54,10 +55,13 @@ class SeedStepper:
         }
         self.optimizer = build_optimizer(self.config, list(self.params.values()))
         self._load_optimizer_states()
-        self._losses = vmap(self._loss)
+        self.device = self.params[self.names[0]].device
+        losses = vmap(self._loss)
+        self._losses = compiled(losses, self.device) if self.config.compile else losses
 
     def _loss(self, params: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(self.template, params, (inputs,), {"scored": True})
+        with autocast(self.config.precision, self.device):
+            logits = functional_call(self.template, params, (inputs,), {"scored": True})
         return answer_loss(logits, targets, self.config)
 
     def _load_optimizer_states(self) -> None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import multiprocessing
 import re
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +35,16 @@ from grokking.config import (
     repeated,
     resolve,
 )
-from grokking.errors import GrokkingError
+from grokking.device import available_cores
+from grokking.errors import GrokkingError, first_line
 from grokking.rundir import RunDir, atomic_write_json, check_same_config, require_directory_path, summarize
-from grokking.train import Observer, train_seeds
+from grokking.train import Observer, TrainingInterrupted, stop_signals, train_seeds
 
 MANIFEST = "sweep.json"
 NOT_WITHIN_BUDGET = "not within budget"
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 MAX_POINTS = 10_000
+MAX_JOBS = 256
 
 
 def flag_aliases() -> dict[str, str]:
@@ -349,14 +354,23 @@ def run_sweep(
     observer: Observer | None = None,
     say: Callable[[str], None] = lambda line: None,
     log: Sequence[str] = (),
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Train every point that is not done (the seeds of a point together where they can be), telling
-    `say` what happens, each point logged to the experiment loggers `log`; return every point's report."""
+    `say` what happens, each point logged to the experiment loggers `log`; return every point's report.
+    With `jobs` > 1, that many points (or seed groups) train side by side, each in its own process
+    with an equal share of the cores (at least one thread), and `observer` is not told their steps."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
     write_manifest(sweep)
     todo = [p for p in sweep.points if point_state(p)[0] != "done"]
     done = len(sweep.points) - len(todo)
     say(f"sweep {sweep.out_dir}: {len(sweep.points)} points, {done} done, {len(todo)} to train")
-    for group in _seed_groups(todo):
+    groups = _seed_groups(todo)
+    if jobs > 1:
+        _train_side_by_side(sweep, groups, jobs, say, log)
+        return [point_report(p) for p in sweep.points]
+    for group in groups:
         left = len(sweep.points) - done - len(group)
         say(f"{done} done · {left} after these · training {', '.join(p.name for p in group)}")
         train_seeds([p.config for p in group], [p.run for p in group], observer=observer, log=log)
@@ -365,6 +379,57 @@ def run_sweep(
             done += 1
             say(f"  ✓ {point.name}: {outcome_text(point_report(point))}")
     return [point_report(p) for p in sweep.points]
+
+
+def _train_side_by_side(
+    sweep: Sweep, groups: list[list[Point]], jobs: int, say: Callable[[str], None], log: Sequence[str]
+) -> None:
+    """Train `groups` in up to `jobs` worker processes at once. A stop signal is passed on to the
+    workers, which save their checkpoints; a worker that fails lets the others finish, starts no more,
+    and its error (already printed by the worker) ends the sweep."""
+    threads = max(1, available_cores() // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or locks
+    waiting, running, failed, stopping = list(groups), {}, [], False
+    with stop_signals() as stop_requests:
+        while running or (waiting and not stop_requests and not failed):
+            while waiting and len(running) < jobs and not stop_requests and not failed:
+                group = waiting.pop(0)
+                arguments = ([p.config for p in group], [p.run.path for p in group], threads, tuple(log))
+                worker = context.Process(target=train_in_worker, args=arguments)
+                worker.start()
+                running[worker] = group
+                say(f"training {', '.join(p.name for p in group)} ({threads} thread{'s' * (threads > 1)})")
+            if stop_requests and not stopping:
+                stopping = True
+                for worker in running:
+                    worker.terminate()  # SIGTERM: the worker saves its checkpoint and stops
+            wait([w.sentinel for w in running], timeout=0.5)
+            for worker in [w for w in running if not w.is_alive()]:
+                group = running.pop(worker)
+                write_manifest(sweep)
+                if worker.exitcode == 0:
+                    for point in group:
+                        say(f"  ✓ {point.name}: {outcome_text(point_report(point))}")
+                elif not stop_requests:
+                    failed.append(", ".join(p.name for p in group))
+        if stop_requests:
+            raise TrainingInterrupted(stop_requests[0])
+    if failed:
+        raise GrokkingError(f"the sweep stopped: training {'; '.join(failed)} failed (its error is above)")
+
+
+def train_in_worker(configs: list[RunConfig], runs: list[Path], threads: int, log: Sequence[str]) -> None:
+    """A sweep worker process: train one group of points; its exit code tells the sweep how it ended
+    (0 done, 2 an error it printed as one line, 128 + the signal number when stopped)."""
+    try:
+        train_seeds(configs, runs, threads=threads, log=log)
+    except TrainingInterrupted as stop:
+        sys.exit(128 + stop.signal_number)
+    except (GrokkingError, OSError) as error:
+        print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C before training took over the signal
+        sys.exit(130)
 
 
 def refresh_manifest(out_dir: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from grokking.config import (
     preset_config,
     resolve,
 )
-from grokking.device import ThreadShare, configure_torch, resolve_device, runtime_info
+from grokking.device import ThreadShare, autocast, compiled, configure_torch, resolve_device, runtime_info
 from grokking.errors import GrokkingError, first_line
 from grokking.evaluate import evaluate
 from grokking.loggers import RunLogger, check_available, open_loggers
@@ -43,8 +43,9 @@ MAX_SEEDS = 1024  # seeds one command trains (each is a model, an optimizer and 
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
 
-    def __init__(self, signal_number: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}")
+    def __init__(self, signal_number: int, step: int | None = None):
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(f"stopped by {signal.Signals(signal_number).name}{where}")
         self.signal_number = signal_number
         self.step = step
 
@@ -240,12 +241,14 @@ class ModelStepper:
 
     def __init__(self, seed: SeedRun):
         self.seed = seed
+        self.forward = compiled(seed.model, seed.device) if seed.config.compile else seed.model
 
     def train_step(self, step: int) -> None:
         seed = self.seed
         set_learning_rate(seed.optimizer, seed.config, step)
         batch = seed.sampler.indices(step)
-        logits = seed.model(seed.data.train_inputs[batch], scored=True)
+        with autocast(seed.config.precision, seed.device):
+            logits = self.forward(seed.data.train_inputs[batch], scored=True)
         loss = answer_loss(logits, seed.data.train_targets[batch], seed.config)
         seed.optimizer.zero_grad(set_to_none=True)
         loss.backward()

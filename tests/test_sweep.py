@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from grokking import main
 from grokking.config import ARCHITECTURES, PRESETS, RunConfig, flag_fields
+from grokking.device import available_cores
 from grokking.errors import GrokkingError
 from grokking.plot import plot_sweep
 from grokking.rundir import RunDir
@@ -27,9 +28,9 @@ from grokking.sweep import (
     plan_sweep,
     write_manifest,
 )
-from grokking.train import TrainingInterrupted
+from grokking.train import TrainingInterrupted, train_seeds
 
-from .conftest import TINY, tree_checksums
+from .conftest import TINY, tree_checksums, without_timing
 
 runner = CliRunner()
 QUICK = PRESETS["quick"]
@@ -254,6 +255,7 @@ def _drop_manifest(out: Path) -> None:
             "seed=0 holds a run with a different config (lr",
         ),
         (["sweep", "--grid", "seed=0-1"], None, "give --out-dir"),
+        ([*SWEEP, "--jobs", "0", "--out-dir", "{out}"], None, "--jobs must be between 1 and 256 (got 0)"),
         (["sweep", "--out-dir", "{out}"], None, "at least one --grid"),
         (["plot", "--sweep", "{out}/train_frac=0.5_seed=0"], None, "sweep.json does not exist"),
         (["plot", "--sweep", "{out}", "--run-dir", "{out}/train_frac=0.5_seed=0"], None, "not both"),
@@ -281,3 +283,34 @@ def test_a_sweep_takes_a_named_architecture_and_knows_a_sweep_json_of_older_defa
     stored["base"]["loss_dtype"] = "float32"  # what sweeps wrote before the default was left open
     (tmp_path / "s" / "sweep.json").write_text(json.dumps(stored))
     assert plan_sweep("paper_wd", ["seed=0-1"], tmp_path / "s", arch="prenorm").base == sweep.base
+
+
+def test_jobs_train_points_side_by_side_exactly_as_one_after_another(tmp_path):
+    result = invoke(*SWEEP, "--jobs", "2", "--out-dir", tmp_path / "sweep")
+    assert result.exit_code == 0, result.output
+    threads = max(1, available_cores() // 2)
+    assert result.stderr.count(f"({threads} thread") == 2  # a worker for each train_frac, its seeds together
+    assert result.stderr.count("not generalized within 20 steps") == 4
+    sweep = load_sweep(tmp_path / "sweep")
+    for frac in (0.5, 0.7):
+        group = [p for p in sweep.points if p.values["train_frac"] == frac]
+        alone = [tmp_path / "alone" / p.name for p in group]
+        train_seeds([p.config for p in group], alone, threads=threads)
+        for point, reference in zip(group, alone):
+            assert without_timing(point.run) == without_timing(reference)
+    manifest = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert all(p["status"] == "done" for p in manifest["points"])
+
+
+def test_a_failing_worker_ends_the_sweep_with_its_error_and_the_others_finish(tmp_path, capfd):
+    out = tmp_path / "sweep"
+    busy = RunDir(out / "train_frac=0.5_seed=0")
+    with busy.lock():  # another training holds this point
+        result = invoke(*SWEEP, "--jobs", "2", "--out-dir", out)
+    assert result.exit_code == 2, result.output
+    worker_error = capfd.readouterr().err  # the worker's own stderr, not the CLI runner's
+    assert "error: " in worker_error and "is being trained by process" in worker_error
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the sweep stopped: training train_frac=0.5")
+    assert "Traceback" not in result.output
+    for name in NAMES[2:]:  # the other seed group
+        assert json.loads((out / name / "summary.json").read_text())["steps_done"] == 20
