@@ -415,7 +415,8 @@ def bench_command(
     if as_json:
         print(to_json(result, indent=2))
         return
-    measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset
+    flags = f" · {precision}" + (" · compiled" if compile_engine else "")
+    measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset + flags
     console.print(display.bench_table(result, measured))
     console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")
 

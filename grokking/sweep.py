@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -396,7 +397,11 @@ def _train_side_by_side(
                 group = waiting.pop(0)
                 arguments = ([p.config for p in group], [p.run.path for p in group], threads, tuple(log))
                 worker = context.Process(target=train_in_worker, args=arguments)
-                worker.start()
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited until its training takes Ctrl-C
+                try:
+                    worker.start()
+                finally:
+                    signal.signal(signal.SIGINT, previous)
                 running[worker] = group
                 say(f"training {', '.join(p.name for p in group)} ({threads} thread{'s' * (threads > 1)})")
             if stop_requests and not stopping:
@@ -411,11 +416,18 @@ def _train_side_by_side(
                     for point in group:
                         say(f"  ✓ {point.name}: {outcome_text(point_report(point))}")
                 elif not stop_requests:
-                    failed.append(", ".join(p.name for p in group))
+                    failed.append(f"{', '.join(p.name for p in group)} ({exit_text(worker.exitcode)})")
         if stop_requests:
             raise TrainingInterrupted(stop_requests[0])
     if failed:
-        raise GrokkingError(f"the sweep stopped: training {'; '.join(failed)} failed (its error is above)")
+        raise GrokkingError(f"the sweep stopped: training {'; '.join(failed)} failed; the points done are kept")
+
+
+def exit_text(code: int | None) -> str:
+    """How a worker process ended, e.g. "exit code 2: its error is above" or "killed by SIGKILL"."""
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}: its error is above"
 
 
 def train_in_worker(configs: list[RunConfig], runs: list[Path], threads: int, log: Sequence[str]) -> None:
@@ -428,8 +440,6 @@ def train_in_worker(configs: list[RunConfig], runs: list[Path], threads: int, lo
     except (GrokkingError, OSError) as error:
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C before training took over the signal
-        sys.exit(130)
 
 
 def refresh_manifest(out_dir: Path) -> dict[str, Any]:

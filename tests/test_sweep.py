@@ -310,7 +310,8 @@ def test_a_failing_worker_ends_the_sweep_with_its_error_and_the_others_finish(tm
     assert result.exit_code == 2, result.output
     worker_error = capfd.readouterr().err  # the worker's own stderr, not the CLI runner's
     assert "error: " in worker_error and "is being trained by process" in worker_error
-    assert result.stderr.strip().splitlines()[-1].startswith("error: the sweep stopped: training train_frac=0.5")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the sweep stopped: training train_frac=0.5") and "exit code 2" in last
     assert "Traceback" not in result.output
     for name in NAMES[2:]:  # the other seed group
         assert json.loads((out / name / "summary.json").read_text())["steps_done"] == 20
