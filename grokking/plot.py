@@ -20,7 +20,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
-from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, preset_overrides  # noqa: E402
+from grokking.config import (  # noqa: E402
+    GENERALIZED,
+    MEMORIZED,
+    PRESETS,
+    RESUMABLE_FIELDS,
+    RunConfig,
+    preset_overrides,
+)
 from grokking.errors import GrokkingError  # noqa: E402
 from grokking.operations import get_operation  # noqa: E402
 from grokking.rundir import RunDir, grokking_steps  # noqa: E402
@@ -137,6 +144,7 @@ def _overlay(all_curves: list[Curves], out: Path) -> list[Path]:
     colors = plt.get_cmap("tab10").colors
     labels = overlay_labels(all_curves)
     task = get_operation(all_curves[0].config.operation).describe(all_curves[0].config.p)
+    shared = shared_settings([c.config for c in all_curves])
     for name, (train_key, val_key), ylabel in (
         ("accuracy", ("train_acc", "val_acc"), "accuracy"),
         ("loss", ("train_loss", "val_loss"), _loss_label(all_curves[0].config)),
@@ -153,18 +161,34 @@ def _overlay(all_curves: list[Curves], out: Path) -> list[Path]:
                 ax.plot(generalized, at[val_key], "o", color=color, markersize=5, markeredgecolor="white")
         style_axes(ax, name, ylabel)
         marks = f"; dots: val ≥ {GENERALIZED:.0%} first" if name == "accuracy" else ""
-        ax.set_title(f"{task} · {name}: validation (solid) and train (dashed){marks}")
+        ax.set_title(f"{task} · {name}: validation (solid) and train (dashed){marks}{shared}")
         ax.legend(fontsize=8, frameon=False)
         paths.append(save_figure(fig, out / f"{name}.png"))
     return paths
+
+
+def shared_settings(configs: list[RunConfig]) -> str:
+    """A title's second line for runs overlaid: their preset and where all of them depart from it
+    (e.g. "paper_wd · precision=bf16"), or nothing when they do not share a preset."""
+    if len({c.preset for c in configs}) > 1 or configs[0].preset not in PRESETS:
+        return ""
+    first, apart = configs[0], differing_fields(configs)
+    departures = preset_overrides(first.replace(**{k: getattr(PRESETS[first.preset], k) for k in apart}))
+    return "\n" + textwrap.fill(" · ".join(filter(None, [first.preset, departures])), 100)
+
+
+def differing_fields(configs: list[RunConfig]) -> list[str]:
+    """The config fields whose values tell overlaid runs apart (not those that may change on resume)."""
+    dicts = [c.to_dict() for c in configs]
+    ignored = RESUMABLE_FIELDS | {"eval_every"}
+    return [k for k in dicts[0] if k not in ignored and len({repr(d[k]) for d in dicts}) > 1]
 
 
 def overlay_labels(all_curves: list[Curves]) -> list[str]:
     """Each run's legend entry: the config values that tell it apart from the other runs overlaid
     (fields that may change on resume, such as the step budget, do not count)."""
     configs = [c.config.to_dict() for c in all_curves]
-    ignored = RESUMABLE_FIELDS | {"eval_every"}
-    keys = [k for k in configs[0] if k not in ignored and len({repr(c[k]) for c in configs}) > 1]
+    keys = differing_fields([c.config for c in all_curves])
     if not keys:
         return [c.label for c in all_curves]
     return [", ".join(f"{k}={c[k]}" for k in keys) for c in configs]

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from grokking import main
 from grokking.config import PRESETS, preset_overrides, resolve
 from grokking.operations import OPERATIONS
+from grokking.plot import differing_fields, shared_settings
 from grokking.rundir import RunDir
 
 from .conftest import TINY_FLAGS
@@ -141,3 +142,12 @@ def test_every_operation_trains_plots_and_evaluates(operation, tmp_path):
     assert (run_dir / "plots" / "accuracy.png").is_file()
     rows = json.loads(invoke("eval", "--run-dir", run_dir, "--json").stdout)
     assert rows[-1]["val_acc"] == pytest.approx(RunDir(run_dir).read_metrics()[-1]["val_acc"], abs=1e-6)
+
+
+def test_an_overlays_title_names_the_preset_and_what_every_run_departs_from_it_in():
+    paper_wd = PRESETS["paper_wd"]
+    configs = [paper_wd.replace(precision="bf16", seed=s) for s in (0, 1)]
+    assert shared_settings(configs) == "\npaper_wd · precision=bf16"
+    assert shared_settings([paper_wd, paper_wd.replace(seed=1)]) == "\npaper_wd"
+    assert shared_settings([paper_wd, PRESETS["quick"]]) == ""
+    assert differing_fields(configs) == ["seed"]
