@@ -130,7 +130,7 @@ class ThreadShare:
         counts = []
         try:
             for path in self.folder.iterdir():
-                if path.name.isdigit() and int(path.name) != os.getpid() and process_alive(int(path.name)):
+                if path.name.isdigit() and int(path.name) != os.getpid() and process_computing(int(path.name)):
                     text = path.read_text().strip()
                     counts.append(int(text) if text.isdigit() else 0)
         except OSError:
@@ -160,3 +160,16 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_computing(pid: int) -> bool:
+    """Whether a process with this pid exists and is not stopped (Ctrl-Z, SIGSTOP): a stopped training
+    uses no core until it continues, and its share is given back at the others' next evaluation."""
+    if not process_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]  # the field after the command name in parentheses
+    except (OSError, IndexError):  # not Linux, or it just ended
+        return True
+    return state not in ("T", "t")

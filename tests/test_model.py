@@ -1,5 +1,9 @@
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -132,6 +136,35 @@ def test_cpu_gradients_are_the_same_every_time_on_two_threads():
             F.cross_entropy(model(data.inputs[batch]), data.targets[batch]).backward()
             gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert all(torch.equal(g, gradients[0]) for g in gradients)
+
+
+def test_a_stopped_training_leaves_its_share_of_the_cores_until_it_continues(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("grokking.device.available_cores", lambda: 2)
+    if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        pytest.skip("process states are read from /proc (Linux)")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(other.pid)).write_text("1")  # another training, pinned to 1 thread
+        with torch_threads(torch.get_num_threads()), ThreadShare(folder=tmp_path) as share:
+            assert share.threads() == 1
+            other.send_signal(signal.SIGSTOP)  # Ctrl-Z
+            assert wait_for(lambda: share.threads() == 2)
+            other.send_signal(signal.SIGCONT)
+            assert wait_for(lambda: share.threads() == 1)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (a signal's effect on another process is not instant)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_trainings_side_by_side_share_the_cores_and_one_alone_takes_them_all(tmp_path, monkeypatch):
