@@ -37,7 +37,7 @@ class ReferenceLoop:
         self.config, self.data = config, data
         self.model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config).to(device)
         self.optimizer = build_optimizer(config, self.model.parameters())
-        self.sampler = BatchSampler(config.seed, data.n_train, config.batch_size, device)
+        self.sampler = BatchSampler.of(config, data.n_train, device)
 
     def scored_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """[batch, T, n_out] at the last T positions (`=`, and c with the end token), T the tokens scored."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from grokking.errors import GrokkingError, pick
-from grokking.operations import OPERATIONS, n_examples, n_train_examples, validate_task
+from grokking.operations import OPERATIONS, get_operation, n_examples, n_train_examples, validate_task
 
 MEMORIZED = 0.99  # train accuracy that counts as memorized
 GENERALIZED = 0.99  # validation accuracy that counts as generalized
@@ -55,6 +55,9 @@ POSITIONS = ("learned", "sinusoidal")
 LOGITS = ("answers", "vocab")
 GROKFAST_FILTERS = ("none", "ema", "ma")
 PRECISIONS = ("fp32", "bf16")
+VOCABULARIES = ("task", "openai")
+LAST_BATCHES = ("drop", "keep")
+OPENAI_VOCAB = 239  # openai/grok's tokens: eos, =, its 20 operators, the numbers 0-96 and S5's 120 permutations
 OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
 
 
@@ -91,6 +94,13 @@ class RunConfig:
     beta2: float = setting(0.98, "Adam betas, e.g. --betas 0.9 0.98.", OPTIM, flag="--betas", ge=0, lt=1)
     eps: float = setting(1e-8, "Adam epsilon.", OPTIM, gt=0, le=1)
     warmup_steps: int = setting(10, "Linear warmup steps.", OPTIM, flag="--warmup", ge=0, le=10**9)
+    last_batch: str = setting(
+        "drop",
+        "drop: every batch full, n-train // batch-size a pass over the data; keep: each pass ends with the "
+        "rest, a shorter batch (openai/grok's loader).",
+        OPTIM,
+        choices=LAST_BATCHES,
+    )
     batch_size: int | None = setting(
         None,
         "Batch size; 0 = the whole training split \\[default: min(512, n_train // 2)].",
@@ -132,6 +142,13 @@ class RunConfig:
         MODEL,
     )
     activation: str = setting("gelu", "gelu or relu.", MODEL, choices=ACTIVATIONS)
+    vocab: str = setting(
+        "task",
+        f"task: the task's own tokens; openai: openai/grok's {OPENAI_VOCAB} tokens (those of all its tasks; "
+        "the unused ones never occur, but with --logits vocab they take part in the softmax).",
+        MODEL,
+        choices=VOCABULARIES,
+    )
     op_token: bool = setting(True, "Sequences \\[x, op, y, =], or \\[x, y, =] without (Nanda et al.).", TASK)
     init: str = setting(
         "default", "default (PyTorch's), or nanda: matrices N(0, 1/d-model), biases 0.", MODEL, choices=INITS
@@ -242,8 +259,18 @@ class RunConfig:
                 f"the model would have about {parameters:,} parameters ({16 * parameters / 2**30:.1f} GiB with "
                 f"gradients and Adam's state); at most {MAX_PARAMETERS:,}: lower --d-model, --d-mlp or --n-layers"
             )
+        if self.vocab == "openai" and task_vocab_size(self) > OPENAI_VOCAB:
+            raise GrokkingError(
+                f"this task needs {task_vocab_size(self)} tokens, more than openai/grok's {OPENAI_VOCAB}: "
+                "use --vocab task or a smaller --p"
+            )
         if self.end_token and self.logits != "vocab":
             raise GrokkingError("--end-token predicts the end token, which is not an answer: add --logits vocab")
+
+
+def task_vocab_size(config: RunConfig) -> int:
+    """The tokens the task's sequences use: its elements, the operation token, `=` and the end token."""
+    return get_operation(config.operation).n_elements(config.p) + config.op_token + 1 + config.end_token
 
 
 def field_types() -> dict[str, Any]:
@@ -400,6 +427,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         activation="relu",
         logits="vocab",
         end_token=True,
+        vocab="openai",
     ),
     # This project's original model: pre-LN blocks with a final LayerNorm, GELU, biases, learned
     # positions, logits over the answers, sequences [x, op, y, =] with the loss on the answer.
@@ -411,6 +439,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         activation="gelu",
         logits="answers",
         end_token=False,
+        vocab="task",
     ),
 }
 
@@ -420,7 +449,8 @@ def architecture(name: str) -> dict[str, Any]:
 
 
 PRENORM = RunConfig(preset="paper")  # the paper's hyperparameters on the pre-LN model
-PAPER = PRENORM.replace(**ARCHITECTURES["openai"], split_seed=0)  # ... on the paper's own model
+# ... on the paper's own model, with openai/grok's split (seed 0) and batches (a shorter last one a pass)
+PAPER = PRENORM.replace(**ARCHITECTURES["openai"], split_seed=0, last_batch="keep")
 
 PRESETS: dict[str, RunConfig] = {
     # Power et al. Fig. 1: plain Adam, no weight decay, a very long delay before generalization.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokking.config import RunConfig
+from grokking.config import OPENAI_VOCAB, RunConfig
 
 
 def sequence_length(config: RunConfig) -> int:
@@ -229,7 +229,10 @@ def nanda_init_(model: nn.Module, d_model: int) -> None:
 
 
 def build_model(vocab_size: int, n_classes: int, config: RunConfig) -> Transformer | MLP:
-    """The model for `config`, initialised from `config.seed` alone."""
+    """The model for `config` over a task of `vocab_size` tokens (openai/grok's larger vocabulary with
+    --vocab openai: the task's tokens keep their ids, the others follow them), initialised from
+    `config.seed` alone."""
+    vocab_size = OPENAI_VOCAB if config.vocab == "openai" else vocab_size
     kind = MLP if config.model == "mlp" else Transformer
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -93,12 +93,19 @@ def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData
 
 class BatchSampler:
     """Shuffled epochs without replacement; the batch of a step depends only on (seed, step),
-    so the sampler's whole state is the step and resume needs nothing else."""
+    so the sampler's whole state is the step and resume needs nothing else. With `keep_last`, each
+    epoch ends with the examples left over, a shorter batch (as openai/grok's loader); otherwise they
+    wait for a later epoch's shuffle."""
 
-    def __init__(self, seed: int, n_train: int, batch_size: int, device: torch.device):
+    def __init__(self, seed: int, n_train: int, batch_size: int, device: torch.device, keep_last: bool = False):
         self.seed, self.n_train, self.batch_size, self.device = seed, n_train, batch_size, device
-        self.per_epoch = n_train // batch_size
+        self.per_epoch = -(-n_train // batch_size) if keep_last else n_train // batch_size
         self._epoch, self._order = -1, torch.empty(0)
+
+    @classmethod
+    def of(cls, config: RunConfig, n_train: int, device: torch.device) -> BatchSampler:
+        """The sampler a run of `config` (resolved) trains with."""
+        return cls(config.seed, n_train, config.batch_size, device, keep_last=config.last_batch == "keep")
 
     def indices(self, step: int) -> torch.Tensor:
         epoch, index = divmod(step - 1, self.per_epoch)

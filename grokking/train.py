@@ -105,7 +105,7 @@ class SeedRun:
         self.config, self.run, self.device, self.log = config, run, device, log
         self.loggers: list[RunLogger] = []
         self.data: TaskData = load_task(config, device)
-        self.sampler = BatchSampler(config.seed, self.data.n_train, config.batch_size, device)
+        self.sampler = BatchSampler.of(config, self.data.n_train, device)
         dataset = self.data.dataset
         self.model = build_model(dataset.vocab_size, dataset.n_classes, config).to(device)
         self.optimizer = build_optimizer(config, self.model.parameters())

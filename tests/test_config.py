@@ -57,3 +57,10 @@ def test_unknown_preset_lists_valid_ones():
 def test_batch_size_larger_than_train_set_is_refused(tiny):
     with pytest.raises(GrokkingError, match="--batch-size"):
         resolve(tiny.replace(batch_size=1000))
+
+
+def test_openai_vocabulary_is_refused_for_a_task_with_more_tokens():
+    openai = RunConfig(operation="add", vocab="openai", end_token=True, logits="vocab")
+    openai.replace(p=236).validate()  # 236 numbers, the operation, `=` and eos: 239 tokens
+    with pytest.raises(GrokkingError, match="needs 240 tokens, more than openai/grok's 239: use --vocab task"):
+        openai.replace(p=237).validate()

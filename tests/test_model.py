@@ -96,10 +96,13 @@ def test_the_openai_architecture_is_openai_grok_transformer():
     config = resolve(PRESETS["paper_wd"])
     data = build_dataset(config.operation, config.p, config.op_token, config.end_token)
     model = build_model(data.vocab_size, data.n_classes, config)
-    assert data.vocab_size == 97 + 3  # the numbers, the operation, `=` and eos
-    assert sum(p.numel() for p in model.parameters()) == openai_parameter_count(100, 128, 2) == 419_840
+    assert data.vocab_size == 97 + 3  # the task's tokens: the numbers, the operation, `=` and eos
+    assert model.token_embedding.num_embeddings == model.unembed.out_features == 239  # openai/grok's vocabulary
+    assert sum(p.numel() for p in model.parameters()) == openai_parameter_count(239, 128, 2) == 455_424
+    task_only = build_model(data.vocab_size, data.n_classes, config.replace(vocab="task"))
+    assert sum(p.numel() for p in task_only.parameters()) == openai_parameter_count(100, 128, 2) == 419_840
     assert not any(name.endswith("bias") and "ln" not in name for name, _ in model.named_parameters())
-    assert isinstance(model.ln_f, torch.nn.Identity) and model.unembed.out_features == data.vocab_size
+    assert isinstance(model.ln_f, torch.nn.Identity)
     block = model.blocks[0]
     assert block.post and isinstance(block.mlp[1], torch.nn.ReLU) and block.mlp[0].out_features == 4 * 128
     assert not hasattr(model, "position_embedding")

@@ -3,11 +3,11 @@ import itertools
 import pytest
 import torch
 
-from grokking.config import RunConfig
+from grokking.config import PRESETS, RunConfig, resolve
 from grokking.errors import GrokkingError
 from grokking.model import build_model
 from grokking.operations import is_prime, n_examples, validate_task
-from grokking.tasks import build_dataset, load_task, split_indices
+from grokking.tasks import BatchSampler, build_dataset, load_task, split_indices
 
 
 @pytest.mark.parametrize("p", [5, 11, 97])
@@ -147,3 +147,24 @@ def test_the_split_seed_fixes_the_split_while_the_seed_varies_the_init():
     )
     first, second = (build_model(13, 11, base.replace(seed=s)).state_dict() for s in (1, 2))
     assert not torch.equal(first["token_embedding.weight"], second["token_embedding.weight"])
+
+
+@pytest.mark.parametrize("keep_last", [False, True])
+def test_batches_cover_each_epoch_once_and_keep_or_drop_the_rest(keep_last):
+    sampler = BatchSampler(seed=3, n_train=23, batch_size=5, device=torch.device("cpu"), keep_last=keep_last)
+    per_epoch = 5 if keep_last else 4  # 23 = 4 x 5 + 3
+    for epoch in range(3):
+        batches = [sampler.indices(epoch * per_epoch + i + 1) for i in range(per_epoch)]
+        assert [len(b) for b in batches] == ([5, 5, 5, 5, 3] if keep_last else [5, 5, 5, 5])
+        seen = torch.cat(batches)
+        assert len(set(seen.tolist())) == len(seen)  # without replacement within an epoch
+        if keep_last:
+            assert sorted(seen.tolist()) == list(range(23))
+    assert torch.equal(sampler.indices(7), BatchSampler(3, 23, 5, torch.device("cpu"), keep_last).indices(7))
+
+
+def test_the_paper_presets_batch_as_openai_grok_does():
+    config = resolve(PRESETS["paper_wd"])
+    assert config.last_batch == "keep" and config.batch_size == 512
+    sampler = BatchSampler.of(config, 4656, torch.device("cpu"))
+    assert [len(sampler.indices(step)) for step in range(1, 12)] == [512] * 9 + [48, 512]
