@@ -123,3 +123,18 @@ def test_a_seed_that_grokked_stays_grokked_while_the_group_trains_on(tmp_path, t
     assert trainer.grokked() and trainer.state.grokked_step == 4
     trainer.record(8)
     assert trainer.state.grok_streak == 0 and trainer.grokked() and trainer.state.grokked_step == 4
+
+
+def test_seeds_together_take_the_shorter_last_batch_like_single_runs(tmp_path, tiny):
+    config = tiny.replace(last_batch="keep", batch_size=8, vocab="openai", steps=12)  # 55 examples: 6 x 8 + 7 a pass
+    configs = [config.replace(seed=s) for s in (0, 1)]
+    train_seeds(configs, runs_in(tmp_path / "together", configs))
+    for c in configs:
+        train(c, RunDir(tmp_path / "alone" / f"s{c.seed}"))
+        together, alone = (
+            without_timing(tmp_path / "together" / f"s{c.seed}"),
+            without_timing(tmp_path / "alone" / f"s{c.seed}"),
+        )
+        assert [r["step"] for r in together] == [r["step"] for r in alone]
+        for got, want in zip(together, alone):
+            assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4, abs=1e-5)
