@@ -17,7 +17,8 @@ import re
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -397,11 +398,8 @@ def _train_side_by_side(
                 group = waiting.pop(0)
                 arguments = ([p.config for p in group], [p.run.path for p in group], threads, tuple(log))
                 worker = context.Process(target=train_in_worker, args=arguments)
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited until its training takes Ctrl-C
-                try:
+                with ctrl_c_ignored():  # the worker inherits this until its training takes Ctrl-C over
                     worker.start()
-                finally:
-                    signal.signal(signal.SIGINT, previous)
                 running[worker] = group
                 say(f"training {', '.join(p.name for p in group)} ({threads} thread{'s' * (threads > 1)})")
             if stop_requests and not stopping:
@@ -421,6 +419,20 @@ def _train_side_by_side(
             raise TrainingInterrupted(stop_requests[0])
     if failed:
         raise GrokkingError(f"the sweep stopped: training {'; '.join(failed)} failed; the points done are kept")
+
+
+@contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (in the main thread; elsewhere signals are not ours to change)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def exit_text(code: int | None) -> str:
