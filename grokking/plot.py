@@ -256,6 +256,15 @@ def _median_steps(steps: list[int | str]) -> float:
     return median if math.isfinite(median) else math.nan
 
 
+def sweep_departures(base: dict[str, Any], grid: dict[str, list[Any]]) -> str:
+    """Where a sweep's base config departs from its preset, outside the swept keys (e.g.
+    `arch=prenorm`), so that a sweep of a variant is not mistaken for one of the preset."""
+    config = RunConfig.from_dict(base, "sweep.json")
+    if config.preset not in PRESETS:
+        return ""
+    return preset_overrides(config.replace(**{key: getattr(PRESETS[config.preset], key) for key in grid}))
+
+
 def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
     """Steps to validation (and train) accuracy ≥ 99% against the swept value, after Power et al. Fig. 1 (centre).
 
@@ -328,8 +337,10 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
     _frame(ax, x_key, "optimization steps")
     base, seeds = summary["base"], len(grid.get("seed", [None]))
     task = "" if {"operation", "p"} & set(grid) else f"{get_operation(base['operation']).describe(base['p'])} · "
+    settings = " · ".join(filter(None, [f"preset {base['preset']}", sweep_departures(base, grid)]))
     ax.set_title(
-        f"steps until accuracy ≥ 99%\n{task}preset {base['preset']} · {seeds} seed{'s' * (seeds > 1)} a point",
+        "steps until accuracy ≥ 99%\n"
+        + textwrap.fill(f"{task}{settings} · {seeds} seed{'s' * (seeds > 1)} a point", 100),
         fontsize=11,
     )
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from grokking import main
-from grokking.config import PRESETS, preset_overrides, resolve
+from grokking.config import ARCHITECTURES, PRESETS, preset_overrides, resolve
 from grokking.operations import OPERATIONS
-from grokking.plot import differing_fields, shared_settings
+from grokking.plot import differing_fields, shared_settings, sweep_departures
 from grokking.rundir import RunDir
 
 from .conftest import TINY_FLAGS
@@ -151,3 +151,9 @@ def test_an_overlays_title_names_the_preset_and_what_every_run_departs_from_it_i
     assert shared_settings([paper_wd, paper_wd.replace(seed=1)]) == "\npaper_wd"
     assert shared_settings([paper_wd, PRESETS["quick"]]) == ""
     assert differing_fields(configs) == ["seed"]
+
+
+def test_a_sweeps_title_names_where_its_base_departs_from_the_preset_outside_the_swept_keys():
+    base = PRESETS["paper_wd"].replace(**ARCHITECTURES["prenorm"], train_frac=0.3).to_dict()
+    assert sweep_departures(base, {"train_frac": [0.3, 0.5], "seed": [0, 1]}) == "arch=prenorm"
+    assert sweep_departures(PRESETS["paper_wd"].replace(train_frac=0.3).to_dict(), {"train_frac": [0.3]}) == ""
