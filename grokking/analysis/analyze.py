@@ -125,11 +125,19 @@ def analyze_run(
         progress_figure(
             curves,
             rows,
-            f"progress measures · {curves.label}\nkey frequencies {listed(nanda_key)} (Nanda's measures) · "
-            f"{listed(final_key)} (embedding energy: the variants)",
+            progress_title(curves.label, nanda_key, final_key),
             figures_dir / "progress.png",
         ),
         ablation_figure(ablation, f"Fourier ablation · {title}", figures_dir / "ablation.png"),
     ]
     results["files"] = [str(path) for path in json_paths + figures]
     return results
+
+
+def progress_title(label: str, nanda_key: list[int], variant_key: list[int]) -> str:
+    """The progress figure's title: the run, and the key frequencies of each family of measures on
+    a line of its own (a figure's width holds about 100 characters)."""
+    return (
+        f"progress measures · {label}\nkey frequencies of Nanda's measures: {listed(nanda_key)}\n"
+        f"key frequencies of the variants (embedding energy): {listed(variant_key)}"
+    )
