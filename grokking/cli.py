@@ -59,7 +59,7 @@ from grokking.sweep import (
     train_commands,
     write_manifest,
 )
-from grokking.train import TrainingInterrupted, plan_runs, train_seeds
+from grokking.train import TrainingInterrupted, check_thread_count, plan_runs, train_seeds
 
 main = typer.Typer(
     name="grokking",
@@ -225,6 +225,7 @@ def train_command(
     """
     overrides = fields_from_flags({"--" + name.replace("_", "-"): value for name, value in flags.items()})
     check_available(log or ())
+    check_thread_count(threads)
     plan = plan_runs(preset, overrides, seeds, run_dir, out_dir, resume, arch)
     configs, runs = [c for c, _ in plan], [r for _, r in plan]
     if dry_run:

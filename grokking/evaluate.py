@@ -107,7 +107,8 @@ def checkpoint_paths(run: RunDir) -> dict[int, Path]:
         latest_step = int(load_checkpoint(run.latest_path)["step"])
         paths.setdefault(latest_step, run.latest_path)
     if not paths:
-        raise GrokkingError(f"{run.path} has no checkpoints yet; train first")
+        run.read_config()  # a folder that is not a run dir says so rather than lacking checkpoints
+        raise GrokkingError(f"{run.path} has no checkpoints; train it first (or again, if it was copied without them)")
     return dict(sorted(paths.items()))
 
 

@@ -347,6 +347,11 @@ def _loop(
             seed_run.close_loggers()
 
 
+def check_thread_count(threads: int) -> None:
+    if not 0 <= threads <= 1024:
+        raise GrokkingError(f"--threads must be 0 (a fair share of the cores) or a count up to 1024 (got {threads})")
+
+
 def train_seeds(
     configs: list[RunConfig],
     runs: Sequence[RunDir | str | os.PathLike],
@@ -369,8 +374,7 @@ def train_seeds(
         raise GrokkingError("seeds trained together must share every setting but the seed")
     device = resolve_device(configs[0].device, needs_float64=configs[0].loss_dtype == "float64")
     continuing = [prepare(c, r, resume, overwrite) for c, r in zip(configs, dirs)]
-    if not 0 <= threads <= 1024:
-        raise GrokkingError(f"--threads must be 0 (a fair share of the cores) or a count up to 1024 (got {threads})")
+    check_thread_count(threads)
     configure_torch(device)
     with ExitStack() as locks, stop_signals() as stop_requests, ThreadShare(threads) as share:
         for run in dirs:

@@ -44,6 +44,10 @@ def _truncate_snapshot(run: Path) -> None:
     _truncate(run / "checkpoints/step_00000020.pt")
 
 
+def _no_checkpoints(run: Path) -> None:  # as runs/examples commits them
+    shutil.rmtree(run / "checkpoints")
+
+
 def _empty_metrics(run: Path) -> None:
     (run / "metrics.jsonl").write_text("")
 
@@ -56,6 +60,7 @@ CUDA_MISSING = pytest.param(
 )
 
 CASES = [
+    (["train", "--threads", "-1", "--dry-run"], None, "--threads must be 0"),
     (["train", "--op", "div", "--p", "12"], None, "must be prime"),
     (["train", "--p", "2"], None, "at least 3"),
     (["train", "--train-frac", "0"], None, "strictly between 0 and 1"),
@@ -80,6 +85,8 @@ CASES = [
     (["plot", "--run-dir", "{run}"], _empty_metrics, "no metrics yet"),
     (["plot", "--run-dir", "{run}", "--run-dir", "{run}"], None, "--out"),
     (["eval", "--run-dir", "{run}/absent"], None, "does not exist"),
+    (["eval", "--run-dir", "{run}/.."], None, "not a grokking run dir"),  # the folder above run dirs
+    (["eval", "--run-dir", "{run}"], _no_checkpoints, "has no checkpoints; train it first"),
     (["eval"], None, "exactly one of"),
     (["eval", "--checkpoint", "{run}/checkpoints/step_00000020.pt"], _truncate_snapshot, "cannot load checkpoint"),
     (["eval", "--checkpoint", "{run}/config.json"], None, "cannot load checkpoint"),
