@@ -68,7 +68,8 @@ main = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)  # in a log file, tables as wide as they need
+# In a log file, tables as wide as they need; with stdout closed (`>&-`) sys.stdout is None.
+console = Console(width=None if sys.stdout and sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 PRESET_HELP = ", ".join(PRESETS)
 PANELS = [TASK, MODEL, OPTIM, ACCEL, RUN]  # the order of train --help

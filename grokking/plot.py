@@ -65,13 +65,17 @@ def chance_line(ax: Axes, config: RunConfig) -> None:
 
 
 def style_axes(ax: Axes, name: str, ylabel: str) -> None:
-    """Log-step x axis; accuracy in percent from 0 to 1, loss on a log axis."""
+    """Log-step x axis; accuracy in percent from 0 to 1, loss on a log axis. An axis whose drawn data
+    has no positive value (a run evaluated only at step 0, losses all exactly 0) stays linear: a log
+    axis of nothing cannot be drawn."""
+    limits = ax.dataLim
     if name == "accuracy":
         ax.set_ylim(-0.02, 1.02)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    else:
+    elif math.isfinite(limits.y1) and limits.y1 > 0:
         ax.set_yscale("log")
-    ax.set_xscale("log")
+    if math.isfinite(limits.x1) and limits.x1 > 0:
+        ax.set_xscale("log")
     _frame(ax, "optimization step", ylabel)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, config_differences
+from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, config_differences, resolve
 from grokking.device import process_alive
 from grokking.errors import GrokkingError, first_line
 from grokking.operations import get_operation
@@ -106,7 +106,8 @@ class RunDir:
         return self.checkpoint_dir / f"step_{step:08d}.pt"
 
     def snapshots(self) -> list[Path]:
-        return sorted(self.checkpoint_dir.glob("step_*.pt"))
+        """The kept checkpoints, `step_<8 digits>.pt` (a copy such as `step_00000064 copy.pt` is not one)."""
+        return sorted(p for p in self.checkpoint_dir.glob("step_*.pt") if RUN_FOLDERS["checkpoints"].fullmatch(p.name))
 
     def require_exists(self) -> None:
         if not self.path.is_dir():
@@ -125,7 +126,10 @@ class RunDir:
         """Refuse when a live process holds the lock; a lock left by a dead process does not count."""
         owner = self.training_process()
         if owner is not None:
-            raise GrokkingError(f"{self.path} is being trained by process {owner}; wait for it or stop it first")
+            raise GrokkingError(
+                f"{self.path} is being trained by process {owner}; wait for it or stop it first "
+                f"(if that process is not a grokking training, its lock is stale: delete {self.lock_path})"
+            )
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -154,10 +158,10 @@ class RunDir:
 
     def remove_temp_files(self) -> None:
         """Delete temp files that a process killed in the middle of a write left (call with the lock held)."""
-        for folder in (self.path, self.checkpoint_dir):
+        for folder, names in ((self.path, RUN_FILES), (self.checkpoint_dir, RUN_FOLDERS["checkpoints"])):
             if folder.is_dir():
                 for path in folder.iterdir():
-                    if TEMP_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                    if is_temp_file(path.name, names) and path.is_file() and not path.is_symlink():
                         path.unlink(missing_ok=True)
 
     def has_visible_files(self) -> bool:
@@ -301,38 +305,50 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-TEMP_FILE = re.compile(r"\..+\.tmp")  # atomic writes' temp files and the lock's, left behind by a kill
-RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", ".lock", "wandb_id"}
+# The temp file of an atomic write (or of the lock) as tempfile.mkstemp names it, left behind by a kill:
+# ".<the file it replaces>.<8 random characters>.tmp".
+TEMP_FILE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+RUN_FILES = re.compile(r"config\.json|metrics\.jsonl|summary\.json|\.?lock|wandb_id")
 RUN_FOLDERS = {  # the folders of a run dir and the names of the files grokking writes in each
     "checkpoints": re.compile(r"(step_\d{8}|latest)\.pt"),
-    "plots": re.compile(r"[\w.-]+\.png"),
-    "analysis": re.compile(r"\w+\.json"),
-    "figures": re.compile(r"\w+\.png"),
+    "plots": re.compile(r"(accuracy|loss)\.png"),
+    "analysis": re.compile(r"(spectrum|progress|ablation)\.json"),
+    "figures": re.compile(r"(spectrum|progress|ablation)\.png"),
     "tensorboard": re.compile(r"events\.out\.tfevents\.[\w.-]+"),
 }
+
+
+def is_temp_file(name: str, names: re.Pattern) -> bool:
+    """Whether `name` is the temp file of an atomic write of a file that `names` matches."""
+    temp = TEMP_FILE.fullmatch(name)
+    return bool(temp and names.fullmatch(temp.group(1)))
+
+
+def written_by_grokking(name: str, names: re.Pattern) -> bool:
+    """Whether a file called `name` is one grokking writes where `names` says which, or a temp file of one."""
+    return bool(names.fullmatch(name)) or is_temp_file(name, names)
 
 
 def foreign_entries(path: Path) -> list[str]:
     """What in the run dir `path` grokking did not write (a symbolic link always counts)."""
     foreign = []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        ours = entry.name in RUN_FILES or TEMP_FILE.fullmatch(entry.name)
-        if entry.is_symlink() or (entry.is_file() and not ours):
+        if entry.is_symlink() or (entry.is_file() and not written_by_grokking(entry.name, RUN_FILES)):
             foreign.append(entry.name)
         elif entry.is_dir() and entry.name not in RUN_FOLDERS:
             foreign.append(entry.name + "/")
         elif entry.is_dir():
             pattern = RUN_FOLDERS[entry.name]
             for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                known = pattern.fullmatch(inner.name) or TEMP_FILE.fullmatch(inner.name)
+                known = written_by_grokking(inner.name, pattern)
                 if inner.is_symlink() or not inner.is_file() or not known:
                     foreign.append(f"{entry.name}/{inner.name}")
     return foreign
 
 
-def remove_run(run: RunDir) -> None:
-    """Delete the run in `run` (for --overwrite): only a run dir with a readable config.json of ours
-    and nothing but files grokking writes; anything else is refused and left untouched."""
+def check_removable(run: RunDir) -> None:
+    """Refuse, touching nothing, unless `run` is a real run dir with a readable config.json of ours and
+    nothing but files grokking writes: what --overwrite may delete."""
     if run.path.is_symlink():
         raise GrokkingError(f"{run.path} is a symbolic link; --overwrite deletes only a real run dir")
     run.read_config()
@@ -343,6 +359,13 @@ def remove_run(run: RunDir) -> None:
             f"--overwrite would delete what grokking did not write in {run.path} ({shown}); "
             "move it away or choose another --run-dir"
         )
+
+
+def remove_run(run: RunDir) -> None:
+    """Delete the run in `run` (for --overwrite) after `check_removable`; a folder holding no run is left alone."""
+    if not run.config_path.is_file():
+        return
+    check_removable(run)
     for entry in os.scandir(run.path):
         if entry.is_dir(follow_symlinks=False):
             for inner in os.scandir(entry.path):
@@ -367,8 +390,9 @@ def require_directory_path(path: Path, option: str) -> None:
 
 def check_same_config(stored: RunConfig, config: RunConfig, what: str, advice: str) -> None:
     """Refuse when `stored` (what a run dir or checkpoint holds) differs from `config` in more than the
-    resumable fields: "<what> (key: old -> new); <advice>"."""
-    differences = config_differences(stored, config, ignore=RESUMABLE_FIELDS)
+    resumable fields: "<what> (key: old -> new); <advice>". Both are compared resolved: a config.json
+    that leaves a default open (older ones wrote `loss_dtype: null`) is the run that default gives."""
+    differences = config_differences(resolve(stored), resolve(config), ignore=RESUMABLE_FIELDS)
     if differences:
         raise GrokkingError(f"{what} ({'; '.join(differences)}); {advice}")
 
@@ -376,8 +400,11 @@ def check_same_config(stored: RunConfig, config: RunConfig, what: str, advice: s
 def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bool:
     """Check the run dir against `config`; return True when training continues from latest.pt.
 
-    With `overwrite` the old run is deleted. Nothing is modified when an error is raised.
+    With `overwrite` the old run may be deleted: it is checked here, and `remove_run` deletes it once
+    every run dir of the command has passed. Nothing is modified here.
     """
+    if resume and overwrite:
+        raise GrokkingError("--resume continues the run and --overwrite deletes it; give one of them")
     require_directory_path(run.path, "--run-dir or --out-dir")
     is_run = run.config_path.is_file()
     if not is_run and run.has_visible_files():
@@ -385,7 +412,7 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
     run.check_unlocked()
     if overwrite:
         if is_run:
-            remove_run(run)
+            check_removable(run)
         return False
     if not is_run:
         if resume:
@@ -407,6 +434,12 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
                 f"give --steps {state['step']} or more to continue it"
             )
         return True
+    evaluations = len(run.read_metrics())
+    if evaluations:  # starting again would overwrite its metrics and summary
+        raise GrokkingError(
+            f"{run.path} holds {evaluations} evaluations but no checkpoint to continue from; "
+            "give --overwrite to train it again from step 0, or choose another --run-dir"
+        )
     if resume:
         raise GrokkingError(f"nothing to resume: {run.path} has no checkpoint yet; drop --resume to start over")
     return False

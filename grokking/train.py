@@ -33,7 +33,7 @@ from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
 from grokking.model import build_model, weight_norm
 from grokking.optim import build_optimizer, learning_rate, set_learning_rate
-from grokking.rundir import RunDir, default_run_dir, load_checkpoint, prepare, summarize
+from grokking.rundir import RunDir, default_run_dir, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, trainable_together
 from grokking.tasks import BatchSampler, TaskData, load_task
 
@@ -375,6 +375,9 @@ def train_seeds(
     device = resolve_device(configs[0].device, needs_float64=configs[0].loss_dtype == "float64")
     continuing = [prepare(c, r, resume, overwrite) for c, r in zip(configs, dirs)]
     check_thread_count(threads)
+    if overwrite:  # only now, when every run dir and setting has passed: a refusal deletes nothing
+        for run in dirs:
+            remove_run(run)
     configure_torch(device)
     with ExitStack() as locks, stop_signals() as stop_requests, ThreadShare(threads) as share:
         for run in dirs:

@@ -94,11 +94,71 @@ def test_overwrite_never_follows_a_symlink_out(trained, tmp_path):
 def test_overwrite_replaces_a_run_that_holds_only_grokking_files(trained, tmp_path):
     run = copy_of(trained, tmp_path)
     assert invoke("plot", "--run-dir", run).exit_code == 0
-    (run / "checkpoints" / ".latest.pt.abc.tmp").write_bytes(b"torn")
+    (run / "checkpoints" / ".latest.pt.abc_1234.tmp").write_bytes(b"torn")
     result = invoke("train", *TINY_FLAGS, "--steps", "4", "--run-dir", run, "--overwrite")
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in RunDir(run).read_metrics()] == [1, 2, 4]
     assert not (run / "plots").exists()
+
+
+def test_overwrite_of_several_seeds_checks_every_run_dir_before_deleting_any(trained, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("train", *TINY_FLAGS, "--steps", "4", "--seeds", "0-1", "--out-dir", out).exit_code == 0
+    second = next(p for p in sorted(out.iterdir()) if p.name.endswith("_s1"))
+    (second / "notes.txt").write_text("keep")
+    before = tree_checksums(tmp_path)
+    result = invoke("train", *TINY_FLAGS, "--steps", "4", "--seeds", "0-1", "--out-dir", out, "--overwrite")
+    assert_one_line_error(result, "notes.txt")
+    assert tree_checksums(tmp_path) == before  # seed 0's run dir too
+    result = invoke("train", *TINY_FLAGS, "--steps", "4", "--run-dir", trained, "--overwrite", "--resume")
+    assert_one_line_error(result, "give one of them")
+
+
+def test_overwrite_keeps_files_that_only_look_like_grokkings(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    (run / "plots").mkdir(exist_ok=True)
+    (run / "plots" / "my_figure.png").write_bytes(b"png")
+    (run / ".notes.tmp").write_text("keep")
+    assert invoke("train", *TINY_FLAGS, "--steps", "24", "--run-dir", run).exit_code == 0
+    assert (run / ".notes.tmp").read_text() == "keep"  # not a temp file of ours, so resume keeps it
+    before = tree_checksums(tmp_path)
+    result = invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, "--overwrite")
+    assert_one_line_error(result, "plots/my_figure.png")
+    assert tree_checksums(tmp_path) == before
+
+
+def test_a_run_dir_with_metrics_but_no_checkpoint_is_not_silently_restarted(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    shutil.rmtree(run / "checkpoints")  # as runs are shared and committed
+    before = tree_checksums(tmp_path)
+    for extra in ([], ["--resume"]):
+        result = invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, *extra)
+        assert_one_line_error(result, "no checkpoint to continue from; give --overwrite")
+    assert tree_checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"step": 2, "train_loss": 1.0, "val_loss": 2.0},
+        {"step": 0, "train_loss": 0.0, "val_loss": 0.0, "train_acc": 0.1, "val_acc": 0.1},
+        {"step": 3},
+    ],
+)
+def test_plot_draws_metrics_that_give_a_log_axis_nothing_to_show(trained, tmp_path, record):
+    run = copy_of(trained, tmp_path)
+    (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    result = invoke("plot", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    assert (run / "plots" / "loss.png").is_file() and (run / "plots" / "accuracy.png").is_file()
+
+
+def test_a_copy_of_a_checkpoint_under_another_name_is_not_taken_for_one(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    kept = sorted((run / "checkpoints").glob("step_*.pt"))
+    shutil.copy(kept[0], run / "checkpoints" / f"{kept[0].stem} copy.pt")
+    assert RunDir(run).snapshots() == kept
+    assert invoke("eval", "--run-dir", run).exit_code == 0
 
 
 # numbers -----------------------------------------------------------------------------------------
@@ -202,7 +262,7 @@ def test_a_lock_held_by_another_live_process_is_respected(tmp_path):
 
 def test_orphan_temp_files_of_a_killed_write_are_removed_when_training_resumes(trained, tmp_path):
     run = copy_of(trained, tmp_path)
-    orphans = [run / ".metrics.jsonl.x1.tmp", run / "checkpoints" / ".latest.pt.x2.tmp"]
+    orphans = [run / ".metrics.jsonl.x1yz_789.tmp", run / "checkpoints" / ".latest.pt.x2yz_789.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"half")
     assert invoke("train", *TINY_FLAGS, "--steps", "24", "--run-dir", run).exit_code == 0
