@@ -434,11 +434,13 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
                 f"give --steps {state['step']} or more to continue it"
             )
         return True
-    evaluations = len(run.read_metrics())
-    if evaluations:  # starting again would overwrite its metrics and summary
+    # A summary without latest.pt: a run whose checkpoints were deleted or never copied (as committed
+    # examples are); starting again would replace its results. (A run killed before its first checkpoint
+    # has no summary: it starts again, as a sweep expects of its points.)
+    if run.summary_path.is_file():
         raise GrokkingError(
-            f"{run.path} holds {evaluations} evaluations but no checkpoint to continue from; "
-            "give --overwrite to train it again from step 0, or choose another --run-dir"
+            f"{run.path} holds a run's results ({len(run.read_metrics())} evaluations, summary.json) but no "
+            "checkpoint to continue from; give --overwrite to train it again from step 0, or another --run-dir"
         )
     if resume:
         raise GrokkingError(f"nothing to resume: {run.path} has no checkpoint yet; drop --resume to start over")

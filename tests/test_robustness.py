@@ -135,6 +135,9 @@ def test_a_run_dir_with_metrics_but_no_checkpoint_is_not_silently_restarted(trai
         result = invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, *extra)
         assert_one_line_error(result, "no checkpoint to continue from; give --overwrite")
     assert tree_checksums(tmp_path) == before
+    (run / "summary.json").unlink()  # as a run killed before its first checkpoint: it starts again
+    assert invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run).exit_code == 0
+    assert (run / "checkpoints" / "latest.pt").is_file()
 
 
 @pytest.mark.parametrize(
