@@ -405,7 +405,7 @@ def bench_command(
         raise GrokkingError(
             "--steps (1-1e6), --rounds (1-steps) and --max-steps (1-1e7) must be positive, --together 0-1024"
         )
-    with Progress(console=err_console, transient=True) as progress:
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         if subnormals is not None:
             result = bench_subnormals(RunDir(subnormals), steps, rounds, progress)
         elif time_to_grok:
@@ -459,7 +459,7 @@ def analyze_command(
 
     Writes RUN_DIR/analysis/{spectrum,progress,ablation}.json and RUN_DIR/figures/{spectrum,progress,ablation}.png.
     """
-    with Progress(console=err_console, transient=True) as progress:
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         results = analyze_run(run_dir, step, energy, top_k, draws, seed, progress)
     if as_json:
         print(to_json(results, indent=2))

@@ -145,3 +145,9 @@ def test_readers_skip_a_torn_last_line_and_never_modify_the_run(finished_run, tm
     assert "skipped a line that is incomplete" in result.stderr
     assert runner.invoke(main, ["eval", "--run-dir", str(run.path)]).exit_code == 0
     assert tree_checksums(run.path) == before
+
+
+@pytest.mark.parametrize("command", [["analyze", "--run-dir"], ["bench", "--subnormals"]])
+def test_an_error_off_a_terminal_is_the_first_line_of_stderr(command, tmp_path):
+    result = runner.invoke(main, [*command, str(tmp_path / "missing")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: "), repr(result.stderr)
