@@ -132,7 +132,12 @@ def parse_values(name: str, text: str, option: str = "--grid") -> list[Any]:
 def _split(spec: str, option: str) -> tuple[str, str]:
     key, sep, text = spec.partition("=")
     if not sep or not key.strip() or not text.strip():
-        raise GrokkingError(f"{option} takes KEY=VALUES, e.g. {option} train_frac=0.3,0.5 (got {spec!r})")
+        example = (
+            "KEY=VALUES, e.g. --grid train_frac=0.3,0.5"
+            if option == "--grid"
+            else "KEY=VALUE, e.g. --set eval_every=100"
+        )
+        raise GrokkingError(f"{option} takes {example} (got {spec!r})")
     return key, text
 
 

@@ -103,6 +103,13 @@ def test_bad_grid_values_name_the_fix(spec, message):
     assert message in str(error.value)
 
 
+def test_a_set_without_a_value_shows_an_example_that_works():
+    with pytest.raises(GrokkingError, match="^--set takes KEY=VALUE, e.g. --set eval_every=100") as error:
+        parse_settings(["x"])
+    example = str(error.value).split("e.g. --set ")[1].split(" ")[0]
+    assert parse_settings([example]) == {"eval_every": 100}
+
+
 def test_every_config_field_but_the_preset_is_a_train_option():
     options = {o for param in typer.main.get_command(main).commands["train"].params for o in param.opts}
     assert set(flag_fields()) <= options
