@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,14 @@ def checkpoint_paths(run: RunDir) -> dict[int, Path]:
     run.require_exists()
     paths = {int(path.stem.removeprefix("step_")): path for path in run.snapshots()}
     if run.latest_path.is_file():
-        latest_step = int(load_checkpoint(run.latest_path)["step"])
-        paths.setdefault(latest_step, run.latest_path)
+        try:
+            latest_step = int(load_checkpoint(run.latest_path)["step"])
+        except GrokkingError as error:
+            if not paths:
+                raise
+            warnings.warn(f"{error}; skipped, the kept step_*.pt are used", stacklevel=2)
+        else:
+            paths.setdefault(latest_step, run.latest_path)
     if not paths:
         run.read_config()  # a folder that is not a run dir says so rather than lacking checkpoints
         raise GrokkingError(f"{run.path} has no checkpoints; train it first (or again, if it was copied without them)")

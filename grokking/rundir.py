@@ -269,7 +269,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         reason = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             reason = "it holds Python objects other than tensors (refused: loading it could run code)"
-        raise GrokkingError(f"cannot load checkpoint {path}: {reason}; it is corrupt or not from grokking") from None
+        raise GrokkingError(
+            f"cannot load checkpoint {path}: {reason}; it is corrupt or not from grokking: "
+            "restore it from a copy, or train the run again with --overwrite"
+        ) from None
     if not isinstance(state, dict) or not {"step", "config", "model"} <= set(state):
         raise GrokkingError(f"checkpoint {path} lacks step/config/model; it was not written by grokking")
     step = state["step"]

@@ -398,3 +398,12 @@ def test_a_lock_that_names_no_process_is_stale(tmp_path, content):
     assert run.training_process() is None
     with run.lock():
         assert run.lock_path.read_text() == str(os.getpid())
+
+
+def test_a_torn_latest_checkpoint_leaves_the_kept_ones_usable(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    result = invoke("eval", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    assert "latest.pt" in result.stderr and "skipped" in result.stderr
+    assert_one_line_error(invoke("train", *TINY_FLAGS, "--run-dir", run, "--resume"), "restore it from a copy")
