@@ -407,3 +407,13 @@ def test_a_torn_latest_checkpoint_leaves_the_kept_ones_usable(trained, tmp_path)
     assert result.exit_code == 0, result.output
     assert "latest.pt" in result.stderr and "skipped" in result.stderr
     assert_one_line_error(invoke("train", *TINY_FLAGS, "--run-dir", run, "--resume"), "restore it from a copy")
+
+
+def test_a_run_dir_that_left_a_default_open_resumes_and_evaluates(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["loss_dtype"] = None  # as config.json was written before the loss dtype was resolved
+    (run / "config.json").write_text(json.dumps(saved))
+    assert invoke("eval", "--run-dir", run).exit_code == 0
+    result = invoke("train", "--run-dir", run, "--resume", "--steps", "24", "--threads", "1")
+    assert result.exit_code == 0, result.output
