@@ -29,9 +29,15 @@ from grokking.errors import GrokkingError, first_line
 from grokking.operations import get_operation
 
 
+def temp_file_for(path: Path) -> tuple[int, str]:
+    """A new temp file beside `path`, to be moved or linked into its place: `.<name>.<8 random>.tmp`
+    (TEMP_FILE recognises one that a kill left behind)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_for(path)
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -138,7 +144,7 @@ class RunDir:
         The pid is written to a temp file first and linked into place, so no other process ever
         sees an empty lock (which it would take for stale)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".lock.", suffix=".tmp")
+        fd, tmp = temp_file_for(self.lock_path)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
@@ -308,10 +314,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# The temp file of an atomic write (or of the lock) as tempfile.mkstemp names it, left behind by a kill:
+# The temp file of an atomic write or of the lock (`temp_file_for`), left behind by a kill:
 # ".<the file it replaces>.<8 random characters>.tmp".
 TEMP_FILE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
-RUN_FILES = re.compile(r"config\.json|metrics\.jsonl|summary\.json|\.?lock|wandb_id")
+RUN_FILES = re.compile(r"config\.json|metrics\.jsonl|summary\.json|\.lock|wandb_id")
 RUN_FOLDERS = {  # the folders of a run dir and the names of the files grokking writes in each
     "checkpoints": re.compile(r"(step_\d{8}|latest)\.pt"),
     "plots": re.compile(r"(accuracy|loss)\.png"),

@@ -121,9 +121,11 @@ def test_overwrite_keeps_files_that_only_look_like_grokkings(trained, tmp_path):
     (run / ".notes.tmp").write_text("keep")
     assert invoke("train", *TINY_FLAGS, "--steps", "24", "--run-dir", run).exit_code == 0
     assert (run / ".notes.tmp").read_text() == "keep"  # not a temp file of ours, so resume keeps it
+    (run / "lock").write_text("mine")  # grokking's lock is .lock
     before = tree_checksums(tmp_path)
     result = invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, "--overwrite")
     assert_one_line_error(result, "plots/my_figure.png")
+    assert ", lock, " in result.stderr
     assert tree_checksums(tmp_path) == before
 
 
