@@ -35,8 +35,8 @@ def __getattr__(name: str) -> Any:
 def run() -> None:
     """The `grokking` command: the app, with Ctrl-C while torch and the rest load ending quietly too."""
     try:
-        from grokking.cli import main
+        from grokking.cli import run as run_app
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
-    main(prog_name="grokking")
+    run_app()

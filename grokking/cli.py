@@ -466,3 +466,28 @@ def analyze_command(
         return
     for line in [*display.analysis_lines(results), *(f"wrote {path}" for path in results["files"])]:
         console.print(line, markup=False, highlight=False)
+
+
+def usage_error_text(error: Exception) -> str:
+    """One line for a command-line mistake click caught (an unknown option, a missing or malformed
+    value): its message, and where the valid options are listed."""
+    context = getattr(error, "ctx", None)
+    where = f"; see `{context.command_path} --help`" if context is not None else ""
+    return error.format_message().rstrip(".") + where  # type: ignore[attr-defined]
+
+
+def run(args: list[str] | None = None) -> None:
+    """The `grokking` command: the app, with click's usage errors as one line on stderr, exit 2.
+
+    Click's own form is a usage line, a hint and a boxed message; ours matches every other error.
+    Typer ships its own copy of click (private), so its exceptions are recognised by what they carry.
+    """
+    try:
+        code = main(args=args, prog_name="grokking", standalone_mode=False)
+    except Exception as error:
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise
+        if type(error).__name__ != "NoArgsIsHelpError":  # `grokking` alone: the help, shown already
+            report_error(usage_error_text(error))
+        code = error.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

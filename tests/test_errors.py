@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from grokking import main
+from grokking.cli import run
 from grokking.rundir import RunDir
 
 from .conftest import TINY_FLAGS, tree_checksums
@@ -151,3 +152,34 @@ def test_readers_skip_a_torn_last_line_and_never_modify_the_run(finished_run, tm
 def test_an_error_off_a_terminal_is_the_first_line_of_stderr(command, tmp_path):
     result = runner.invoke(main, [*command, str(tmp_path / "missing")])
     assert result.exit_code == 2 and result.stderr.startswith("error: "), repr(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["train", "--bogus"],
+            "No such option: --bogus (Possible options: --log, --logits, --loss); see `grokking train --help`",
+        ),
+        (["train", "--seed", "x"], "Invalid value for '--seed'"),
+        (["train", "--seed"], "Option '--seed' requires an argument"),
+        (["bogus"], "No such command 'bogus'; see `grokking --help`"),
+        (["train", "--p", "2"], "at least 3"),  # grokking's own errors take the same road
+    ],
+)
+def test_the_command_reports_click_usage_errors_in_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_exits_0_after_a_command_that_succeeds(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run(["train", "--preset", "quick", "--dry-run"])
+    assert exit_.value.code == 0
+    assert '"preset": "quick"' in capsys.readouterr().out
