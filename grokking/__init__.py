@@ -1,9 +1,10 @@
 """Reproduce and study grokking (Power et al. 2022): memorize first, generalize much later.
 
-The Python API (see grokking/api.py): `load_run`, `RunConfig`, `PRESETS`, `draw_run`, and
-`grokking.train.train` (not re-exported: `grokking.train` is that module). These names, and `main`
-(the Typer app of the `grokking` command), are imported on first use, so that `import grokking.config`
-(or any module below the CLI) loads neither typer, rich nor matplotlib.
+The Python API (see grokking/api.py): `load_run`, `RunConfig`, `PRESETS`, `draw_run`, `GrokkingError`
+(what every mistake a user can make raises), and `grokking.train.train` (not re-exported:
+`grokking.train` is that module). These names, and `main` (the Typer app of the `grokking` command),
+are imported on first use, so that `import grokking.config` (or any module below the CLI) loads
+neither typer, rich nor matplotlib.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _LAZY = {
     "RunConfig": "grokking.config",
     "PRESETS": "grokking.config",
     "draw_run": "grokking.plot",
+    "GrokkingError": "grokking.errors",
 }
 __all__ = ["__version__", "run", *_LAZY]
 

@@ -57,7 +57,7 @@ def test_the_standard_figures_draw_into_a_given_axes(run_path):
     steps, values = top.lines[1].get_data()  # validation accuracy
     assert list(steps) == [1, 2, 4, 8, 10, 20] and values[-1] == grokking.load_run(run_path).metrics[-1]["val_acc"]
     assert bottom.get_yscale() == "log" and top.get_xscale() == "log"
-    with pytest.raises(GrokkingError, match="kind must be one of"):
+    with pytest.raises(grokking.GrokkingError, match="kind must be one of"):
         grokking.draw_run(top, run_path, "weights")
     plt.close(fig)
 
@@ -67,6 +67,7 @@ def test_importing_the_package_api_names_is_lazy():
     code = f"import sys, grokking; {loaded}; grokking.RunConfig; {loaded}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+    assert grokking.GrokkingError is GrokkingError  # the one error class a notebook catches
 
 
 def test_watch_redraws_while_a_run_trains_and_stops_when_it_stops(run_path, tmp_path, monkeypatch):
