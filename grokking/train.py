@@ -98,6 +98,13 @@ class LoopState:
     last: dict[str, float] = field(default_factory=dict)
 
 
+def optional_step(value: Any) -> int | None:
+    """A saved step that may be absent (None); anything but a count of steps is corrupt."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"step {value!r} is not a count of steps")
+
+
 class SeedRun:
     """One seed's run: its data, batches, model, optimizer, accelerators, run dir and loop state."""
 
@@ -150,7 +157,7 @@ class SeedRun:
                 step=int(state["step"]),
                 elapsed_s=float(state["elapsed_s"]),
                 grok_streak=int(state["grok_streak"]),
-                grokked_step=state["grokked_step"],
+                grokked_step=optional_step(state["grokked_step"]),
                 last=dict(state["last_metrics"]),
             )
         except (KeyError, RuntimeError, ValueError, TypeError) as e:

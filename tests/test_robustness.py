@@ -317,6 +317,15 @@ def test_a_checkpoint_with_a_step_that_is_not_a_count_is_refused(trained, tmp_pa
     assert_one_line_error(invoke("eval", "--checkpoint", bad), "not a count of steps")
 
 
+def test_a_latest_checkpoint_with_a_grokked_step_that_is_not_a_count_is_refused(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    state["grokked_step"] = "soon"
+    torch.save(state, run / "checkpoints" / "latest.pt")
+    result = invoke("train", *TINY_FLAGS, "--run-dir", run, "--resume")
+    assert_one_line_error(result, "is corrupt or incomplete (step 'soon' is not a count of steps)")
+
+
 def test_a_sweep_json_with_empty_lists_is_refused(tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
