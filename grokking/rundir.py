@@ -282,9 +282,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not {"step", "config", "model"} <= set(state):
         raise GrokkingError(f"checkpoint {path} lacks step/config/model; it was not written by grokking")
     step = state["step"]
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    if not is_step_count(step):
         raise GrokkingError(f"checkpoint {path} has step {step!r}, not a count of steps; it is corrupt")
     return state
+
+
+def is_step_count(value: Any) -> bool:
+    """Whether a value read from a checkpoint is a count of steps: an int ≥ 0 (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def checkpoint_config(state: dict[str, Any], path: Path) -> RunConfig:

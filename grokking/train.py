@@ -33,7 +33,7 @@ from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
 from grokking.model import build_model, weight_norm
 from grokking.optim import build_optimizer, learning_rate, set_learning_rate
-from grokking.rundir import RunDir, default_run_dir, load_checkpoint, prepare, remove_run, summarize
+from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, trainable_together
 from grokking.tasks import BatchSampler, TaskData, load_task
 
@@ -100,7 +100,7 @@ class LoopState:
 
 def optional_step(value: Any) -> int | None:
     """A saved step that may be absent (None); anything but a count of steps is corrupt."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+    if value is None or is_step_count(value):
         return value
     raise ValueError(f"step {value!r} is not a count of steps")
 
