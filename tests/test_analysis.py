@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from grokking import main
 from grokking.analysis import nanda
-from grokking.analysis.figures import LOSS_FLOOR, progress_figure
+from grokking.analysis.figures import LOSS_FLOOR, progress_figure, wrapped
 from grokking.analysis.fourier import embedding_spectrum, fourier_basis, primitive_root
 from grokking.analysis.progress import AnswerGrid, gini
 from grokking.config import RunConfig
@@ -379,6 +379,14 @@ def test_the_progress_figure_floors_zero_losses_and_skips_missing_measures(grokk
     path = progress_figure(load_curves(run), rows, "test", tmp_path / "progress.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert LOSS_FLOOR > 0
+
+
+def test_wrapped_keeps_the_line_breaks_a_title_has():
+    # a run's label has two lines (task · preset · seed, then the non-default settings); wrapping
+    # a title made of it must not run them together
+    title = wrapped("Fourier ablation · x/y mod 97 · paper_late · seed 0\nlast_batch=drop, vocab=task", 90)
+    assert title.splitlines() == ["Fourier ablation · x/y mod 97 · paper_late · seed 0", "last_batch=drop, vocab=task"]
+    assert wrapped("a " * 40, 20).count("\n") == 3
 
 
 def test_step_chooses_the_checkpoint(grokked, tmp_path):

@@ -167,15 +167,16 @@ def ablation_figure(ablation: dict[str, Any], title: str, path: Path) -> Path:
     ax.set_xlabel("validation accuracy")
     ax.spines[["top", "right"]].set_visible(False)
     mean = ablation["random_mean_drop"]
-    drops = f"drop: key {ablation['key_drop']:.1%}"
+    drops = f"accuracy lost: {ablation['key_drop']:.1%} without the strongest"
     if mean is not None:
-        drops += f", random (mean of {len(ablation['random_draws'])}) {mean:.1%}"
+        drops += f", {mean:.1%} without others (mean of {len(ablation['random_draws'])} draws)"
     ax.set_title(
-        wrapped(f"{title} · removing {ablation['k']} frequencies from the embeddings · {drops}", 90), fontsize=10
+        wrapped(f"{title}\nremoving {ablation['k']} frequencies from the embeddings\n{drops}", 90), fontsize=10
     )
     return save_figure(fig, path)
 
 
 def wrapped(text: str, width: int = 60) -> str:
-    """Long labels and titles on several lines, so that nothing is clipped."""
-    return textwrap.fill(text, width)
+    """Long labels and titles on several lines, so that nothing is clipped; the line breaks a text
+    already has are kept."""
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
