@@ -259,10 +259,10 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or isinstance(record["step"], bool):
+    if not isinstance(record, dict) or not is_step_count(record.get("step")):
         return None
     numbers = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in record.values())
-    return record if numbers and record["step"] >= 0 else None
+    return record if numbers else None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
