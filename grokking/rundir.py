@@ -288,7 +288,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def is_step_count(value: Any) -> bool:
-    """Whether a value read from a checkpoint is a count of steps: an int ≥ 0 (a bool is not one)."""
+    """Whether a value read from a checkpoint or a metrics line is a count of steps: an int ≥ 0 (a bool is not one)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
