@@ -16,13 +16,15 @@ EXAMPLES = ROOT / "runs" / "examples"
 READMES = [ROOT / "README.md", ROOT / "README_CN.md"]
 RECORD = EXAMPLES / "README.md"
 
-# README's results rows whose seeds all generalized: the committed run dirs each row summarizes.
+# README's results rows whose seeds all reached val ≥ 99 % at some evaluation: the committed run dirs
+# each row summarizes.
 GROKKED_ROWS = {
     "quick": ["div_p47_quick_s0"],
     "paper_wd, the preset": [f"paper_wd_preset/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "paper_wd, task tokens, full batches": [f"paper_wd_openai/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "paper_wd, pre-LN": [f"paper_wd_seeds/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "nanda_add": ["add_p113_nanda_add_s0"],
+    "paper_late, openai's model": ["paper_late_openai/div_p97_paper_late_s0"],
 }
 PAPER_LATE_IN_PROGRESS = "paper_late_openai/div_p97_paper_late_s0"
 
