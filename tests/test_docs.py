@@ -16,6 +16,8 @@ EXAMPLES = ROOT / "runs" / "examples"
 READMES = [ROOT / "README.md", ROOT / "README_CN.md"]
 RECORD = EXAMPLES / "README.md"
 
+PAPER_LATE_IN_PROGRESS = "paper_late_openai/div_p97_paper_late_s0"
+
 # README's results rows whose seeds all reached val ≥ 99 % at some evaluation: the committed run dirs
 # each row summarizes.
 GROKKED_ROWS = {
@@ -24,9 +26,8 @@ GROKKED_ROWS = {
     "paper_wd, task tokens, full batches": [f"paper_wd_openai/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "paper_wd, pre-LN": [f"paper_wd_seeds/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "nanda_add": ["add_p113_nanda_add_s0"],
-    "paper_late, openai's model": ["paper_late_openai/div_p97_paper_late_s0"],
+    "paper_late, openai's model": [PAPER_LATE_IN_PROGRESS],
 }
-PAPER_LATE_IN_PROGRESS = "paper_late_openai/div_p97_paper_late_s0"
 
 
 def steps_span(steps: list[int]) -> str:
