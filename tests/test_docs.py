@@ -63,12 +63,13 @@ def paper_late_openai_report(path: Path) -> str:
 
 @pytest.mark.parametrize("document", [*READMES, RECORD], ids=lambda path: str(path.relative_to(ROOT)))
 def test_the_paper_late_openai_run_is_reported_at_its_last_committed_evaluation(document):
-    metrics = RunDir(EXAMPLES / PAPER_LATE_OPENAI).require_metrics()
+    run = RunDir(EXAMPLES / PAPER_LATE_OPENAI)
+    metrics = run.require_metrics()
     report = paper_late_openai_report(document)
     assert f"{metrics[-1]['step']:,}" in report
     assert f"{metrics[-1]['val_acc']:.1%}".replace("%", " %") in report
-    # It says how the run ended: by `--stop-on-grok` (three evaluations in a row at >= 99 %) or by hand.
-    stopped_itself = len(metrics) >= 3 and all(row["val_acc"] >= 0.99 for row in metrics[-3:])
+    # It says how the run ended, as its summary.json records it: by `--stop-on-grok`, or by hand (no summary).
+    stopped_itself = (run.read_summary() or {}).get("stopped") == "grokked"
     says_stopped_itself = any(mark in report for mark in ["stopped itself", "自行停止"])
     says_stopped_by_hand = any(mark in report for mark in ["stopped by hand", "手动停止"])
     assert (says_stopped_itself, says_stopped_by_hand) == (stopped_itself, not stopped_itself)
