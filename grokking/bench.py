@@ -35,7 +35,7 @@ class ReferenceLoop:
 
     def __init__(self, config: RunConfig, data: TaskData, device: torch.device):
         self.config, self.data = config, data
-        self.model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config).to(device)
+        self.model = build_model(data.layout, config).to(device)
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.sampler = BatchSampler.of(config, data.n_train, device)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from grokking.errors import GrokkingError, pick
+from grokking.layout import Layout
 from grokking.operations import OPERATIONS, get_operation, n_examples, n_train_examples, validate_task
 
 MEMORIZED = 0.99  # train accuracy that counts as memorized
@@ -47,9 +48,9 @@ OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODELS = ("transformer", "mlp")
 INITS = ("default", "nanda")
-ACTIVATIONS = ("gelu", "relu")
+ACTIVATIONS = {"gelu": "GELU", "relu": "ReLU"}  # each choice and its torch.nn module
 LOSSES = ("cross_entropy", "stablemax")
-LOSS_DTYPES = ("float32", "float64")
+LOSS_DTYPES = ("float32", "float64")  # torch dtypes, by name
 NORM_POSITIONS = ("pre", "post")
 POSITIONS = ("learned", "sinusoidal")
 LOGITS = ("answers", "vocab")
@@ -141,7 +142,7 @@ class RunConfig:
         "openai/grok's sequences [eos, x, op, y, =, c] whose loss is on c and the final eos (needs --logits vocab).",
         MODEL,
     )
-    activation: str = setting("gelu", "gelu or relu.", MODEL, choices=ACTIVATIONS)
+    activation: str = setting("gelu", "gelu or relu.", MODEL, choices=tuple(ACTIVATIONS))
     vocab: str = setting(
         "task",
         f"task: the task's own tokens; openai: openai/grok's {OPENAI_VOCAB} tokens (those of all its tasks; "
@@ -270,7 +271,8 @@ class RunConfig:
 
 def task_vocab_size(config: RunConfig) -> int:
     """The tokens the task's sequences use: its elements, the operation token, `=` and the end token."""
-    return get_operation(config.operation).n_elements(config.p) + config.op_token + 1 + config.end_token
+    n_elements = get_operation(config.operation).n_elements(config.p)
+    return Layout.of(n_elements, config.op_token, config.end_token).vocab_size
 
 
 def field_types() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from grokking.errors import GrokkingError, first_line
 from grokking.losses import correct, per_sample_loss
 from grokking.model import MLP, Transformer, build_model
 from grokking.rundir import RunDir, check_same_config, checkpoint_config, load_checkpoint
-from grokking.tasks import TaskData, load_task
+from grokking.tasks import TaskData, TaskSpec, load_task
 
 DEFAULT_CONFIG = RunConfig()
 
@@ -51,7 +51,7 @@ def evaluate(model: nn.Module, data: TaskData, config: RunConfig = DEFAULT_CONFI
 
 
 def model_from_checkpoint(state: dict[str, Any], config: RunConfig, data: TaskData) -> Transformer | MLP:
-    model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config)
+    model = build_model(data.layout, config)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -72,10 +72,10 @@ def evaluate_checkpoints(paths: list[Path], expected: RunConfig | None = None) -
         config = checkpoint_config(state, path)
         if expected is not None:
             check_belongs(expected, config, path)
-        key = (config.operation, config.p, config.train_frac, config.seed, config.op_token)
-        if key not in cache:
-            cache[key] = load_task(config)
-        data = cache[key]
+        spec = TaskSpec.of(config)  # all that load_task reads, so checkpoints share data only when it is the same
+        if spec not in cache:
+            cache[spec] = load_task(spec)
+        data = cache[spec]
         model = model_from_checkpoint(state, config, data)
         rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data, config)})
     return sorted(rows, key=lambda row: row["step"])

@@ -13,8 +13,6 @@ import torch.nn.functional as F
 
 from grokking.config import RunConfig
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def stablemax_log_probs(logits: torch.Tensor) -> torch.Tensor:
     s = torch.where(logits >= 0, logits + 1, 1 / (1 - logits.clamp(max=0)))
@@ -25,7 +23,7 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, config: RunConf
     """Loss of each example, [batch], computed in `config.loss_dtype`: of its answer (logits
     [batch, n_out], targets [batch]), or the mean over the tokens it scores (logits [batch, T, n_out],
     targets [batch, T]: the answer and the end token, as openai/grok)."""
-    logits = logits.to(DTYPES[config.loss_dtype or "float32"])
+    logits = logits.to(getattr(torch, config.loss_dtype or "float32"))
     log_probs = stablemax_log_probs(logits) if config.loss == "stablemax" else F.log_softmax(logits, dim=-1)
     losses = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return losses.mean(dim=-1) if losses.dim() > 1 else losses

@@ -1,8 +1,12 @@
 """The models: a decoder-only causal transformer whose architecture is a set of switches (LayerNorm
 before or after each residual add or none, biases, learned or sinusoidal positions, activation, MLP
-width, logits over the answers or the whole vocabulary, the operation and end tokens), so that
-openai/grok's model (the paper's code), this project's pre-LN model and Nanda et al.'s one-layer
-model are all configs; and an MLP baseline."""
+width, logits over the answers or the whole vocabulary), so that openai/grok's model (the paper's
+code), this project's pre-LN model and Nanda et al.'s one-layer model are all configs; and an MLP
+baseline. Both read the sequence format from the task's `Layout`.
+
+Analysis reads activations at named hook points (as Nanda et al.'s `hook_post`), never by index:
+`FeedForward.hook_pre` and `hook_post` are the MLP's neurons before and after the activation.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokking.config import OPENAI_VOCAB, RunConfig
-
-
-def sequence_length(config: RunConfig) -> int:
-    """[x, op, y, =] or [x, y, =], and with the end token [eos, x, op, y, =, c]."""
-    return (4 if config.op_token else 3) + (2 if config.end_token else 0)
+from grokking.config import ACTIVATIONS, OPENAI_VOCAB, RunConfig
+from grokking.layout import Layout
 
 
 def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
@@ -25,9 +25,6 @@ def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
     i = torch.arange(width)[None, :]
     angle = position / 10000 ** ((i - i % 2) / width)
     return torch.where(i % 2 == 0, angle.sin(), angle.cos()).float()
-
-
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
 def layer_norm(config: RunConfig) -> nn.Module:
@@ -66,6 +63,40 @@ class CausalSelfAttention(nn.Module):
         return self.proj(merge_heads(out))
 
 
+class FeedForward(nn.Module):
+    """The MLP of a block: w_in, the activation between the hook points `hook_pre` and `hook_post`
+    (identities whose forward hooks see the neurons before and after the activation), w_out, dropout.
+    The layers are named 0-3 as in the Sequential that held them, so checkpoints keep their keys."""
+
+    def __init__(self, d_model: int, width: int, activation: str, dropout: float, bias: bool):
+        super().__init__()
+        self.add_module("0", nn.Linear(d_model, width, bias=bias))
+        self.add_module("1", activation_module(activation))
+        self.add_module("2", nn.Linear(width, d_model, bias=bias))
+        self.add_module("3", nn.Dropout(dropout))
+        self.hook_pre, self.hook_post = nn.Identity(), nn.Identity()
+
+    @property
+    def w_in(self) -> nn.Linear:
+        return self._modules["0"]  # type: ignore[return-value]
+
+    @property
+    def activation(self) -> nn.Module:
+        return self._modules["1"]  # type: ignore[return-value]
+
+    @property
+    def w_out(self) -> nn.Linear:
+        return self._modules["2"]  # type: ignore[return-value]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        neurons = self.hook_post(self.activation(self.hook_pre(self.w_in(h))))
+        return self._modules["3"](self.w_out(neurons))
+
+
+def activation_module(name: str) -> nn.Module:
+    return getattr(nn, ACTIVATIONS[name])()
+
+
 class Block(nn.Module):
     """Attention, then MLP, each added to the residual stream; LayerNorm before each (pre, with a
     final LayerNorm before the unembedding) or after each residual add (post, as openai/grok)."""
@@ -77,12 +108,7 @@ class Block(nn.Module):
         self.ln1 = layer_norm(config)
         self.attn = CausalSelfAttention(d_model, config.n_heads, dropout, config.bias)
         self.ln2 = layer_norm(config)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, config.hidden_width, bias=config.bias),
-            ACTIVATIONS[config.activation](),
-            nn.Linear(config.hidden_width, d_model, bias=config.bias),
-            nn.Dropout(dropout),
-        )
+        self.mlp = FeedForward(d_model, config.hidden_width, config.activation, dropout, config.bias)
         self.drop = nn.Dropout(dropout)
 
     def attention_input(self, h: torch.Tensor) -> torch.Tensor:
@@ -133,10 +159,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 class Transformer(nn.Module):
-    def __init__(self, vocab_size: int, n_classes: int, config: RunConfig):
+    def __init__(self, layout: Layout, config: RunConfig):
         super().__init__()
-        self.n_classes = n_classes  # the elements, tokens 0..n_classes-1, are the possible answers
-        length = sequence_length(config)
+        self.layout = layout
+        self.n_classes = layout.n_elements  # the elements, tokens 0..n_classes-1, are the possible answers
+        vocab_size = model_vocab_size(layout, config)
+        length = layout.length
         self.token_embedding = nn.Embedding(vocab_size, config.d_model)
         if config.positions == "learned":
             self.position_embedding = nn.Embedding(length, config.d_model)
@@ -146,11 +174,9 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         post = config.layer_norm and config.norm_position == "post"
         self.ln_f = nn.Identity() if post else layer_norm(config)  # post-LN blocks end normalized
-        n_out = vocab_size if config.logits == "vocab" else n_classes
+        n_out = vocab_size if config.logits == "vocab" else self.n_classes
         self.unembed = nn.Linear(config.d_model, n_out, bias=False)
         self.dropout = config.dropout
-        self.x_position = 1 if config.end_token else 0  # after the leading eos
-        self.scored = 2 if config.end_token else 1  # positions whose next token is scored: `=` (and c)
 
     def positions(self) -> torch.Tensor:
         return self.position_embedding.weight if hasattr(self, "position_embedding") else self.sinusoids
@@ -167,23 +193,25 @@ class Transformer(nn.Module):
         the answer and, with the end token, the eos after it ([batch, 2, n_out]).
 
         Equal (to float rounding) to `forward_all(tokens)` at those positions, but the positions before y
-        are computed once per value of x and the last block runs only where logits are read. It assumes
-        what every task here gives: x is a number token (< n_classes) and the tokens before y other than
-        x are the same in every row. With dropout in training it falls back to the reference, so dropout
-        masks stay per example.
+        are computed once per value of x and the last block runs only where logits are read. That needs
+        the layout's contract (`Layout.shares_prefix`: before y only x and fixed symbols, which the task's
+        table is checked against when it is built); a layout without it, and dropout in training (whose
+        masks must stay per example), take the plain forward.
         """
-        first = tokens.shape[1] - self.scored - 1  # where y is; `=` follows it
-        keep = slice(1, 1 + self.scored) if scored else slice(1, 2)  # suffix positions read: `=` (and c)
-        if self.training and self.dropout > 0:
-            logits = self.forward_all(tokens)[:, first:][:, keep]
+        layout = self.layout
+        first = layout.y  # the suffix, computed per row, starts at y
+        read = layout.scored if scored else layout.scored[:1]  # positions whose logits are returned
+        if (self.training and self.dropout > 0) or not layout.shares_prefix:
+            logits = self.forward_all(tokens)[:, read.start : read.stop]
         else:
+            keep = slice(read.start - first, read.stop - first)  # the positions read, within the suffix
             x_values = torch.arange(self.n_classes, device=tokens.device)
             prefix_tokens = tokens[:1, :first].expand(len(x_values), -1).clone()
-            prefix_tokens[:, self.x_position] = x_values
+            prefix_tokens[:, layout.x] = x_values
             positions = self.positions()
             prefix = self.token_embedding(prefix_tokens) + positions[:first]
             suffix = self.token_embedding(tokens[:, first:]) + positions[first : tokens.shape[1]]
-            x = tokens[:, self.x_position]
+            x = tokens[:, layout.x]
             for i, block in enumerate(self.blocks):
                 last = i == len(self.blocks) - 1
                 prefix, suffix = block.forward_split(prefix, suffix, x, keep if last else None, self.causal)
@@ -195,24 +223,25 @@ class MLP(nn.Module):
     """The baseline without attention: embeddings of x and y (one shared table) concatenated, then
     `n_layers` hidden layers of width `hidden_width`, then logits of the answer."""
 
-    def __init__(self, vocab_size: int, n_classes: int, config: RunConfig):
+    def __init__(self, layout: Layout, config: RunConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(vocab_size, config.d_model)
+        self.layout = layout
+        self.token_embedding = nn.Embedding(model_vocab_size(layout, config), config.d_model)
         layers: list[nn.Module] = []
         width = 2 * config.d_model
         for _ in range(config.n_layers):
             layers += [
                 nn.Linear(width, config.hidden_width),
-                ACTIVATIONS[config.activation](),
+                activation_module(config.activation),
                 nn.Dropout(config.dropout),
             ]
             width = config.hidden_width
         self.hidden = nn.Sequential(*layers)
-        self.unembed = nn.Linear(width, n_classes)
+        self.unembed = nn.Linear(width, layout.n_elements)
 
     def forward(self, tokens: torch.Tensor, scored: bool = False) -> torch.Tensor:
-        """Logits of the answer, [batch, n_classes]; x is the first token and y the one before `=`."""
-        pair = self.token_embedding(tokens[:, [0, -2]]).flatten(start_dim=1)
+        """Logits of the answer, [batch, n_classes], from the operands alone."""
+        pair = self.token_embedding(tokens[:, [self.layout.x, self.layout.y]]).flatten(start_dim=1)
         return self.unembed(self.hidden(pair))
 
 
@@ -228,15 +257,18 @@ def nanda_init_(model: nn.Module, d_model: int) -> None:
                 module.bias.zero_()
 
 
-def build_model(vocab_size: int, n_classes: int, config: RunConfig) -> Transformer | MLP:
-    """The model for `config` over a task of `vocab_size` tokens (openai/grok's larger vocabulary with
-    --vocab openai: the task's tokens keep their ids, the others follow them), initialised from
-    `config.seed` alone."""
-    vocab_size = OPENAI_VOCAB if config.vocab == "openai" else vocab_size
+def model_vocab_size(layout: Layout, config: RunConfig) -> int:
+    """The task's tokens, or openai/grok's larger vocabulary with --vocab openai (the task's tokens keep
+    their ids, the others follow them)."""
+    return OPENAI_VOCAB if config.vocab == "openai" else layout.vocab_size
+
+
+def build_model(layout: Layout, config: RunConfig) -> Transformer | MLP:
+    """The model for `config` over sequences in `layout`, initialised from `config.seed` alone."""
     kind = MLP if config.model == "mlp" else Transformer
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = kind(vocab_size, n_classes, config)
+        model = kind(layout, config)
         if config.init == "nanda":
             nanda_init_(model, config.d_model)
         return model

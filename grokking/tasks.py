@@ -1,10 +1,8 @@
-"""A task's data: the whole table of an operation as token sequences, its train/validation split,
-the split resident on a device (`TaskData`), and the batches of each step.
+"""A task's data: the whole table of an operation as token rows in its `Layout`, its train/validation
+split, the split resident on a device (`TaskData`), and the batches of each step.
 
-Each example is the token sequence `[x, op, y, =]` (or `[x, y, =]` without the operation token)
-whose answer is the token `c = x ∘ y`; with the end token it is openai/grok's `[eos, x, op, y, =, c]`,
-scored on c and on the `eos` that follows it. Tokens 0..n-1 are the n elements (residues mod p, or
-the 120 permutations of S5), then come the operation symbol (when used), `=`, and `eos` (when used).
+Everything that decides the data is a field of `TaskSpec`: `load_task` reads nothing else, so a
+cache of task data keyed by the spec cannot hand one run another run's data.
 """
 
 from __future__ import annotations
@@ -15,23 +13,32 @@ import numpy as np
 import torch
 
 from grokking.config import RunConfig
+from grokking.layout import Layout
 from grokking.operations import get_operation, n_train_examples, validate_task
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """The whole table of an operation: `inputs` [N, L] tokens and `targets` [N] answers."""
+    """The whole table of an operation: `inputs` [N, L] tokens in `layout`, and `targets` [N] answers."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
-    vocab_size: int
-    n_classes: int
-    end: int | None = None  # the eos token, when sequences have one
+    layout: Layout
+
+    def __post_init__(self) -> None:
+        self.layout.check(self.inputs.numpy())  # the fast forward's precondition, checked once per table
+
+    @property
+    def vocab_size(self) -> int:
+        return self.layout.vocab_size
+
+    @property
+    def n_classes(self) -> int:
+        return self.layout.n_elements
 
     def scored_targets(self, rows: torch.Tensor) -> torch.Tensor:
-        """What the loss scores for these rows: the answers [R], or the answers and eos [R, 2]."""
-        answers = self.targets[rows]
-        return answers if self.end is None else torch.stack([answers, torch.full_like(answers, self.end)], dim=1)
+        """What the loss scores for these rows: the answers [R], or one column per scored token [R, T]."""
+        return torch.from_numpy(self.layout.targets(self.targets[rows].numpy()))
 
 
 def build_dataset(operation: str, p: int, op_token: bool = True, end_token: bool = False) -> Dataset:
@@ -40,20 +47,8 @@ def build_dataset(operation: str, p: int, op_token: bool = True, end_token: bool
     n = op.n_elements(p)
     x, y = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(1 if op.y_nonzero else 0, n), indexing="ij"))
     answers = op.compute(x, y, p)
-    equals = n + 1 if op_token else n
-    end = equals + 1 if end_token else None
-    columns = [x, np.full_like(x, n), y] if op_token else [x, y]
-    if end is not None:
-        columns = [np.full_like(x, end), *columns, np.full_like(x, equals), answers]
-    else:
-        columns = [*columns, np.full_like(x, equals)]
-    return Dataset(
-        inputs=torch.from_numpy(np.stack(columns, axis=1)).long(),
-        targets=torch.from_numpy(answers).long(),
-        vocab_size=(end if end is not None else equals) + 1,
-        n_classes=n,
-        end=end,
-    )
+    layout = Layout.of(n, op_token, end_token)
+    return Dataset(torch.from_numpy(layout.tokens(x, y, answers)).long(), torch.from_numpy(answers).long(), layout)
 
 
 def split_indices(n_examples: int, train_frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +56,22 @@ def split_indices(n_examples: int, train_frac: float, seed: int) -> tuple[torch.
     order = torch.from_numpy(np.random.default_rng([seed, 0]).permutation(n_examples))
     n_train = n_train_examples(n_examples, train_frac)
     return order[:n_train].sort().values, order[n_train:].sort().values
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The config fields that decide a task's data (table, layout and split), and nothing else."""
+
+    operation: str
+    p: int
+    op_token: bool
+    end_token: bool
+    train_frac: float
+    split_seed: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> TaskSpec:
+        return cls(config.operation, config.p, config.op_token, config.end_token, config.train_frac, config.data_seed)
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,16 @@ class TaskData:
     def n_train(self) -> int:
         return len(self.train_targets)
 
+    @property
+    def layout(self) -> Layout:
+        return self.dataset.layout
 
-def load_task(config: RunConfig, device: torch.device | str = "cpu") -> TaskData:
-    dataset = build_dataset(config.operation, config.p, config.op_token, config.end_token)
-    train_idx, val_idx = split_indices(len(dataset.targets), config.train_frac, config.data_seed)
+
+def load_task(task: RunConfig | TaskSpec, device: torch.device | str = "cpu") -> TaskData:
+    """The data of a run's task (`task`: its config, or the spec of the config)."""
+    spec = task if isinstance(task, TaskSpec) else TaskSpec.of(task)
+    dataset = build_dataset(spec.operation, spec.p, spec.op_token, spec.end_token)
+    train_idx, val_idx = split_indices(len(dataset.targets), spec.train_frac, spec.split_seed)
     inputs = dataset.inputs.to(device)
     train_targets, val_targets = (
         dataset.scored_targets(train_idx).to(device),

@@ -114,7 +114,7 @@ class SeedRun:
         self.data: TaskData = load_task(config, device)
         self.sampler = BatchSampler.of(config, self.data.n_train, device)
         dataset = self.data.dataset
-        self.model = build_model(dataset.vocab_size, dataset.n_classes, config).to(device)
+        self.model = build_model(dataset.layout, config).to(device)
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.grokfast = build_grokfast(config)
         self.state = LoopState()

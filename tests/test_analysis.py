@@ -105,7 +105,7 @@ def test_gini_of_one_hot_and_uniform():
 def test_the_logit_component_along_x_plus_y_minus_c_is_exact(operation, p):
     basis = fourier_basis(operation, p)
     dataset = build_dataset(operation, p)
-    grid = AnswerGrid.build(basis, dataset.inputs)
+    grid = AnswerGrid.build(basis, dataset)
     logits = torch.randn(len(dataset.targets), p, generator=torch.Generator().manual_seed(1))
     structured = 5 * wave(basis, 2, 0.3)[grid.argument]  # 5·cos(w_2(x ± y − c) + 0.3) on the group
     logits[grid.rows[:, None], grid.classes[None, :]] = structured
@@ -264,9 +264,9 @@ def test_the_grids_find_x_and_y_with_the_end_token():
     config, data, table = nanda_task("add", 7, end_token=True, logits="vocab")
     x, y = nanda.operands(data.dataset)
     assert torch.equal((x + y) % 7, data.dataset.targets)
-    assert nanda.equals_position(data.dataset) == data.dataset.inputs.shape[1] - 2
+    assert data.layout.equals == data.dataset.inputs.shape[1] - 2
     assert torch.equal(table.targets, (torch.arange(49) // 7 + torch.arange(49) % 7) % 7)
-    grid = AnswerGrid.build(table.basis, data.dataset.inputs, end_token=True)
+    grid = AnswerGrid.build(table.basis, data.dataset)
     assert len(grid.rows) == 49
 
 
@@ -282,7 +282,7 @@ def test_the_grids_find_x_and_y_with_the_end_token():
 def test_nanda_measures_of_any_model_never_crash(operation, overrides, neurons):
     config, data, table = nanda_task(operation, 11, **overrides)
     basis = table.basis
-    model = build_model(data.dataset.vocab_size, data.dataset.n_classes, config)
+    model = build_model(data.layout, config)
     setup = nanda.NandaSetup.build(basis, data, model, config.layer_norm)
     assert (setup.neurons_reason is None) == neurons
     model.eval()

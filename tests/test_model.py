@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from grokking.config import ARCHITECTURES, PRESETS, RunConfig, resolve
 from grokking.device import ThreadShare, configure_torch, resolve_device
+from grokking.layout import Layout
 from grokking.losses import per_sample_loss
 from grokking.model import build_model, sinusoidal_positions
 from grokking.tasks import build_dataset
@@ -19,7 +20,7 @@ from .conftest import torch_threads
 
 
 def test_output_never_depends_on_later_tokens(tiny):
-    model = build_model(tiny.p + 2, tiny.p, tiny.replace(n_layers=2)).eval()
+    model = build_model(Layout.of(tiny.p), tiny.replace(n_layers=2)).eval()
     tokens = torch.randint(0, tiny.p, (8, 4))
     reference = model.forward_all(tokens)
     for position in range(3):
@@ -31,15 +32,15 @@ def test_output_never_depends_on_later_tokens(tiny):
 
 
 def test_answer_logits_have_one_row_per_example(tiny):
-    model = build_model(tiny.p + 2, tiny.p, tiny).eval()
+    model = build_model(Layout.of(tiny.p), tiny).eval()
     tokens = build_dataset("div", tiny.p).inputs[:5]
     assert model(tokens).shape == (5, tiny.p)
 
 
 def test_init_depends_on_seed_only(tiny):
-    a = build_model(13, 11, tiny).state_dict()
-    b = build_model(13, 11, tiny).state_dict()
-    c = build_model(13, 11, tiny.replace(seed=1)).state_dict()
+    a = build_model(Layout.of(11), tiny).state_dict()
+    b = build_model(Layout.of(11), tiny).state_dict()
+    c = build_model(Layout.of(11), tiny.replace(seed=1)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -63,7 +64,7 @@ def test_fast_forward_matches_the_reference_computation(n_layers, switches):
     perturbed models without LayerNorm reach ~1000)."""
     config = RunConfig(p=13, d_model=32, n_heads=4, n_layers=n_layers, loss_dtype="float64", **switches)
     data = build_dataset("div", config.p, config.op_token, config.end_token)
-    model = build_model(data.vocab_size, data.n_classes, config)
+    model = build_model(data.layout, config)
     with torch.no_grad():  # move off the init so every weight matters
         for param in model.parameters():
             param.add_(0.3 * torch.randn_like(param))
@@ -95,16 +96,16 @@ def openai_parameter_count(vocab: int, d_model: int, n_layers: int) -> int:
 def test_the_openai_architecture_is_openai_grok_transformer():
     config = resolve(PRESETS["paper_wd"])
     data = build_dataset(config.operation, config.p, config.op_token, config.end_token)
-    model = build_model(data.vocab_size, data.n_classes, config)
+    model = build_model(data.layout, config)
     assert data.vocab_size == 97 + 3  # the task's tokens: the numbers, the operation, `=` and eos
     assert model.token_embedding.num_embeddings == model.unembed.out_features == 239  # openai/grok's vocabulary
     assert sum(p.numel() for p in model.parameters()) == openai_parameter_count(239, 128, 2) == 455_424
-    task_only = build_model(data.vocab_size, data.n_classes, config.replace(vocab="task"))
+    task_only = build_model(data.layout, config.replace(vocab="task"))
     assert sum(p.numel() for p in task_only.parameters()) == openai_parameter_count(100, 128, 2) == 419_840
     assert not any(name.endswith("bias") and "ln" not in name for name, _ in model.named_parameters())
     assert isinstance(model.ln_f, torch.nn.Identity)
     block = model.blocks[0]
-    assert block.post and isinstance(block.mlp[1], torch.nn.ReLU) and block.mlp[0].out_features == 4 * 128
+    assert block.post and isinstance(block.mlp.activation, torch.nn.ReLU) and block.mlp.w_in.out_features == 4 * 128
     assert not hasattr(model, "position_embedding")
     expected = torch.tensor([[0.0, 1.0, 0.0, 1.0], [math.sin(1), math.cos(1), math.sin(1 / 100), math.cos(1 / 100)]])
     torch.testing.assert_close(sinusoidal_positions(2, 4), expected)  # sin/cos(pos / 10000^(2i/d)), as openai's
@@ -114,7 +115,7 @@ def test_the_openai_architecture_is_openai_grok_transformer():
 
 
 def test_with_dropout_training_uses_the_reference_path(tiny):
-    model = build_model(tiny.p + 2, tiny.p, tiny.replace(dropout=0.5)).train()
+    model = build_model(Layout.of(tiny.p), tiny.replace(dropout=0.5)).train()
     tokens = build_dataset("div", tiny.p).inputs
     torch.manual_seed(0)
     a = model(tokens)
@@ -130,7 +131,7 @@ def test_cpu_gradients_are_the_same_every_time_on_two_threads():
     configure_torch(resolve_device("cpu"))
     config = RunConfig(p=47, d_model=64)  # big enough that the gradient sum is split across threads
     data = build_dataset("div", config.p)
-    model = build_model(data.vocab_size, data.n_classes, config)
+    model = build_model(data.layout, config)
     batch = torch.randperm(len(data.targets), generator=torch.Generator().manual_seed(0))[:512]
     gradients = []
     with torch_threads(2):

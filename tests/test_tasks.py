@@ -5,6 +5,7 @@ import torch
 
 from grokking.config import PRESETS, RunConfig, resolve
 from grokking.errors import GrokkingError
+from grokking.layout import Layout
 from grokking.model import build_model
 from grokking.operations import is_prime, n_examples, validate_task
 from grokking.tasks import BatchSampler, build_dataset, load_task, split_indices
@@ -129,7 +130,7 @@ def test_s5_conjugation_fixes_the_identity_and_the_product_is_not_commutative():
 def test_end_token_sequences_are_openais_eos_x_op_y_equals_answer():
     data = build_dataset("add", 7, end_token=True)
     eos, op, eq = 9, 7, 8
-    assert data.vocab_size == 10 and data.end == eos and data.n_classes == 7
+    assert data.vocab_size == 10 and data.layout.end == eos and data.n_classes == 7
     for (first, x, o, y, e, c), answer in zip(data.inputs.tolist(), data.targets.tolist()):
         assert (first, o, e) == (eos, op, eq) and c == answer == (x + y) % 7
     scored = data.scored_targets(torch.arange(3))
@@ -145,7 +146,7 @@ def test_the_split_seed_fixes_the_split_while_the_seed_varies_the_init():
     assert torch.equal(
         load_task(RunConfig(p=11, seed=3)).train_indices, load_task(base.replace(split_seed=3)).train_indices
     )
-    first, second = (build_model(13, 11, base.replace(seed=s)).state_dict() for s in (1, 2))
+    first, second = (build_model(Layout.of(11), base.replace(seed=s)).state_dict() for s in (1, 2))
     assert not torch.equal(first["token_embedding.weight"], second["token_embedding.weight"])
 
 

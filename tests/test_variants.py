@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from grokking import main
 from grokking.config import ARCHITECTURES, PRESETS, RunConfig, resolve
 from grokking.errors import GrokkingError
+from grokking.layout import Layout
 from grokking.model import MLP, build_model
 from grokking.plot import chance_line
 from grokking.rundir import RunDir
@@ -35,29 +36,29 @@ def test_nanda_add_is_nandas_setup():
     assert (config.n_layers, config.d_model, config.n_heads, config.hidden_width) == (1, 128, 4, 512)
     assert not config.layer_norm and not config.op_token and config.activation == "relu" and config.init == "nanda"
     assert (config.optimizer, config.lr, config.weight_decay, config.beta2) == ("adamw", 1e-3, 1.0, 0.98)
-    model = build_model(114, 113, config)
+    model = build_model(Layout.of(113, op_token=False), config)
     assert isinstance(model.blocks[0].ln1, torch.nn.Identity)
-    assert isinstance(model.blocks[0].mlp[1], torch.nn.ReLU) and model.blocks[0].mlp[0].out_features == 512
+    assert isinstance(model.blocks[0].mlp.activation, torch.nn.ReLU) and model.blocks[0].mlp.w_in.out_features == 512
     assert model.position_embedding.num_embeddings == 3
 
 
 def test_nanda_init_scales_every_matrix_by_the_width_and_zeroes_biases():
     config = RunConfig(p=97, d_model=128, init="nanda")
-    model = build_model(99, 97, config)
+    model = build_model(Layout.of(97), config)
     params = dict(model.named_parameters())
     for name in ("token_embedding.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.2.weight"):
         assert params[name].std().item() == pytest.approx(128**-0.5, rel=0.05)
     assert params["unembed.weight"].std().item() == pytest.approx(97**-0.5, rel=0.05)
     assert not params["blocks.0.mlp.0.bias"].any()
     assert torch.equal(params["blocks.0.ln1.weight"], torch.ones(128))  # LayerNorm keeps its identity start
-    default = build_model(99, 97, config.replace(init="default"))
+    default = build_model(Layout.of(97), config.replace(init="default"))
     assert default.token_embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
 
 
 def test_mlp_sees_only_x_and_y():
     config = RunConfig(model="mlp", p=11, d_model=8, n_layers=2, d_mlp=32)
     data = build_dataset("add", 11)
-    model = build_model(data.vocab_size, data.n_classes, config)
+    model = build_model(data.layout, config)
     assert isinstance(model, MLP) and model(data.inputs).shape == (121, 11)
     changed = data.inputs.clone()
     changed[:, 1] = 0  # the op token is not an input of the MLP

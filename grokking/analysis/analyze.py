@@ -60,7 +60,7 @@ def analyze_run(
     final_model = model if step == final_step else model_at(final_step)
     final_spectrum = spectrum if step == final_step else model_spectrum(final_model, basis)
     final_key = final_spectrum.key_frequencies(energy)
-    grid = AnswerGrid.build(basis, data.dataset.inputs, data.dataset.end is not None)
+    grid = AnswerGrid.build(basis, data.dataset)
     nanda = NandaSetup.build(basis, data, final_model, config.layer_norm)
     clusters = nanda.clusters(final_model, data)
     nanda_key = clusters.key_frequencies() if clusters is not None else []

@@ -63,16 +63,9 @@ MEASURES = {
 
 
 def operands(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The x and y tokens of each row: x first (after the leading eos with the end token), y just before `=`."""
-    inputs = dataset.inputs.cpu()
-    if dataset.end is None:
-        return inputs[:, 0], inputs[:, -2]
-    return inputs[:, 1], inputs[:, -3]
-
-
-def equals_position(dataset: Dataset) -> int:
-    """Where `=` is in each sequence: last, or before the answer c with the end token."""
-    return dataset.inputs.shape[1] - (1 if dataset.end is None else 2)
+    """The x and y tokens of each row."""
+    inputs, layout = dataset.inputs.cpu(), dataset.layout
+    return inputs[:, layout.x], inputs[:, layout.y]
 
 
 @dataclass(frozen=True)
@@ -169,7 +162,7 @@ def fourier_norms(by_element: torch.Tensor, basis: FourierBasis) -> torch.Tensor
 
 def neuron_logit_map(model: nn.Module, n_classes: int) -> torch.Tensor:
     """W_L = W_U·W_out [n_classes, d_mlp]: what each neuron of the last block's MLP adds to each answer's logit."""
-    return model.unembed.weight[:n_classes] @ model.blocks[-1].mlp[2].weight
+    return model.unembed.weight[:n_classes] @ model.blocks[-1].mlp.w_out.weight
 
 
 @dataclass(frozen=True)
@@ -249,13 +242,13 @@ def neuron_activations(model: nn.Module, data: TaskData, table: GroupTable) -> t
     """[m, m, d_mlp]: the last block's MLP activations at `=` for each (a, b) of the grid."""
     inputs = data.dataset.inputs[table.rows].to(next(model.parameters()).device)
     captured: list[torch.Tensor] = []
-    handle = model.blocks[-1].mlp[1].register_forward_hook(lambda module, args, out: captured.append(out))
+    handle = model.blocks[-1].mlp.hook_post.register_forward_hook(lambda module, args, out: captured.append(out))
     model.eval()
     try:
         model.forward_all(inputs) if hasattr(model, "forward_all") else model(inputs)
     finally:
         handle.remove()
-    acts = at_position(captured[-1], equals_position(data.dataset), inputs.shape[1])
+    acts = at_position(captured[-1], data.layout.equals, inputs.shape[1])
     m = table.basis.m
     return acts.float().cpu().reshape(m, m, -1)
 

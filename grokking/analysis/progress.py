@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from grokking.analysis.fourier import FourierBasis, model_spectrum
-from grokking.analysis.nanda import NandaSetup, gini
+from grokking.analysis.nanda import NandaSetup, gini, operands
 from grokking.config import RunConfig
 from grokking.losses import answer_loss
 from grokking.model import weight_norm
-from grokking.tasks import TaskData
+from grokking.tasks import Dataset, TaskData
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,9 @@ class AnswerGrid:
     argument: torch.Tensor  # [R, m] (index(x) + s·index(y) − k) mod m for class column k
 
     @classmethod
-    def build(cls, basis: FourierBasis, inputs: torch.Tensor, end_token: bool = False) -> AnswerGrid:
-        """From the table's token rows: x first, y just before `=` (after the leading eos and before the
-        answer with the end token)."""
-        inputs = inputs.cpu()
-        x, y = (inputs[:, 1], inputs[:, -3]) if end_token else (inputs[:, 0], inputs[:, -2])
+    def build(cls, basis: FourierBasis, dataset: Dataset) -> AnswerGrid:
+        """From the table's token rows."""
+        x, y = operands(dataset)
         a, b = basis.index_of[x], basis.index_of[y]
         rows = torch.nonzero((a >= 0) & (b >= 0)).flatten()
         total = a[rows] + basis.y_sign * b[rows]
