@@ -22,6 +22,8 @@ from grokking.config import RunConfig
 class EmaFilter:
     """Grokfast-EMA: ḡ ← α·ḡ + (1 − α)·g (ḡ starts at the first gradient), then g ← g + λ·ḡ."""
 
+    stacks_seeds = False  # its history is saved per model; stacked seeds would need it stacked and split back
+
     def __init__(self, config: RunConfig):
         self.alpha, self.lamb = config.grokfast_alpha, config.grokfast_lambda
         self.averages: list[torch.Tensor] = []
@@ -46,6 +48,8 @@ class EmaFilter:
 
 class MovingAverageFilter:
     """Grokfast-MA: once `window` gradients are seen, g ← g + λ·(mean of the last `window`)."""
+
+    stacks_seeds = False  # as EmaFilter
 
     def __init__(self, config: RunConfig):
         self.window, self.lamb = config.grokfast_window, config.grokfast_lambda
@@ -72,15 +76,29 @@ class MovingAverageFilter:
 
 
 GradientFilter = EmaFilter | MovingAverageFilter
+GROKFAST_FILTERS: dict[str, type[GradientFilter] | None] = {  # one entry per choice of --grokfast
+    "none": None,
+    "ema": EmaFilter,
+    "ma": MovingAverageFilter,
+}
+ORTHOGRAD_STACKS_SEEDS = True  # it takes the seeds' leading dimension as a batch (`batch_dims`)
 
 
 def build_grokfast(config: RunConfig) -> GradientFilter | None:
     """The Grokfast filter `config` asks for, or None."""
-    if config.grokfast == "ema":
-        return EmaFilter(config)
-    if config.grokfast == "ma":
-        return MovingAverageFilter(config)
-    return None
+    kind = GROKFAST_FILTERS[config.grokfast]
+    return None if kind is None else kind(config)
+
+
+def stacks_seeds(config: RunConfig) -> dict[str, bool]:
+    """Whether each accelerator `config` turns on can act on seeds stacked in one tensor as if apart."""
+    parts = {}
+    kind = GROKFAST_FILTERS[config.grokfast]
+    if kind is not None:
+        parts[f"--grokfast {config.grokfast}"] = kind.stacks_seeds
+    if config.orthograd:
+        parts["--orthograd"] = ORTHOGRAD_STACKS_SEEDS
+    return parts
 
 
 @torch.no_grad()

@@ -1,9 +1,15 @@
 """The optimizer (Adam or AdamW with the config's betas, epsilon and weight decay) and the learning
-rate schedule (linear warmup, then constant), shared by every way of stepping a model."""
+rate schedule (linear warmup, then constant), shared by every way of stepping a model.
+
+Each optimizer choice is a registry entry that says whether its update is elementwise: only then
+does one optimizer over the stacked weights of several seeds (`grokking.seeds`) step each seed
+exactly as its own optimizer would.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -20,9 +26,25 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, config: RunConfig, step:
         group["lr"] = learning_rate(config, step)
 
 
+@dataclass(frozen=True)
+class OptimizerKind:
+    make: Callable[..., torch.optim.Optimizer]
+    elementwise: bool  # every update and state entry of a weight depends on that weight's own entries only
+
+
+OPTIMIZER_KINDS = {  # one entry per choice of --optimizer (config.OPTIMIZERS)
+    "adam": OptimizerKind(torch.optim.Adam, elementwise=True),
+    "adamw": OptimizerKind(torch.optim.AdamW, elementwise=True),
+}
+
+
+def stacks_seeds(config: RunConfig) -> dict[str, bool]:
+    """Whether the optimizer can step seeds stacked in one tensor as if apart, by option."""
+    return {f"--optimizer {config.optimizer}": OPTIMIZER_KINDS[config.optimizer].elementwise}
+
+
 def build_optimizer(config: RunConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(
+    return OPTIMIZER_KINDS[config.optimizer].make(
         params,
         lr=learning_rate(config, 1),
         betas=(config.beta1, config.beta2),

@@ -1,11 +1,15 @@
 """Many seeds in one step: independent models trained side by side with `torch.func.vmap`.
 
 Each seed keeps its own model, optimizer, split, batches and run dir (those of its single-seed
-run); only the optimizer step is vectorized. The weights of all seeds live stacked in one tensor
-per parameter, updated by one Adam(W), which is exactly independent Adam(W) per seed because every
-Adam operation is elementwise. Before a seed is evaluated or saved, the training loop asks for its
-slice of the stacked weights (and, for latest.pt, optimizer state) to be copied into its own model
-and optimizer, so checkpoints have the ordinary single-seed format and resume either way.
+run); only the step is vectorized. The weights of all seeds live stacked in one tensor per
+parameter, updated by one optimizer, which is exactly an independent optimizer per seed only when
+every part of the step acts on each seed's slice alone: the optimizer's registry entry says its
+update is elementwise, each accelerator's says it takes the seeds as a batch, and the model has no
+dropout (whose masks draw from one random stream). `blockers` asks each of them.
+
+Before a seed is evaluated or saved, the training loop asks for its slice of the stacked weights
+(and, for latest.pt, optimizer state) to be copied into its own model and optimizer, so checkpoints
+have the ordinary single-seed format and resume either way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from grokking import accelerators, optim
 from grokking.accelerators import transform_gradients
 from grokking.config import RunConfig
 from grokking.device import autocast, compiled
@@ -35,10 +40,11 @@ class Seed(Protocol):
     optimizer: torch.optim.Optimizer
 
 
-def trainable_together(config: RunConfig) -> bool:
-    """Whether seeds of `config` can share one vectorized step (not with dropout, whose masks draw
-    from one global random stream, nor with a Grokfast filter, whose history is per model)."""
-    return config.dropout == 0 and config.grokfast == "none"
+def blockers(config: RunConfig) -> list[str]:
+    """The options of `config` whose part of the step cannot act on stacked seeds as if apart; seeds
+    share one vectorized step only when there is none."""
+    parts = {**optim.stacks_seeds(config), **accelerators.stacks_seeds(config), "--dropout": config.dropout == 0}
+    return [option for option, stacks in parts.items() if not stacks]
 
 
 class SeedStepper:

@@ -34,7 +34,7 @@ from grokking.losses import answer_loss
 from grokking.model import build_model, weight_norm
 from grokking.optim import build_optimizer, learning_rate, set_learning_rate
 from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
-from grokking.seeds import SeedStepper, trainable_together
+from grokking.seeds import SeedStepper, blockers
 from grokking.tasks import BatchSampler, TaskData, load_task
 
 MAX_SEEDS = 1024  # seeds one command trains (each is a model, an optimizer and a run dir)
@@ -389,7 +389,8 @@ def train_seeds(
     with ExitStack() as locks, stop_signals() as stop_requests, ThreadShare(threads) as share:
         for run in dirs:
             locks.enter_context(run.lock())
-        if len(configs) > 1 and trainable_together(configs[0]):
+        apart = blockers(configs[0])
+        if len(configs) > 1 and not apart:
             group = [open_run(c, r, device, cont, log) for c, r, cont in zip(configs, dirs, continuing)]
             steps = sorted({s.state.step for s in group})
             if len(steps) == 1:
@@ -397,7 +398,7 @@ def train_seeds(
                 return [s.finish() for s in group]
             observer.note(f"one seed at a time: these run dirs stopped at different steps {steps}")
         elif len(configs) > 1:
-            observer.note("one seed at a time: seeds share a vectorized step only without dropout and --grokfast")
+            observer.note(f"one seed at a time: {', '.join(apart)} cannot step seeds stacked in one tensor")
         summaries = []
         for config, run, cont in zip(configs, dirs, continuing):
             seed_run = open_run(config, run, device, cont, log)  # built just before it trains: dropout's stream

@@ -12,6 +12,7 @@ import torch
 
 from grokking.config import RunConfig
 from grokking.rundir import RunDir
+from grokking.train import Observer
 
 TINY = RunConfig(
     preset="tiny",
@@ -71,3 +72,13 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+class Notes(Observer):
+    """An observer that keeps what training notes (e.g. why seeds train one at a time)."""
+
+    def __init__(self):
+        self.notes = []
+
+    def note(self, message):
+        self.notes.append(message)

@@ -12,9 +12,9 @@ from grokking.device import configure_torch, resolve_device
 from grokking.errors import GrokkingError
 from grokking.losses import per_sample_loss, stablemax_log_probs
 from grokking.rundir import RunDir
-from grokking.train import Observer, train, train_seeds
+from grokking.train import train, train_seeds
 
-from .conftest import without_timing
+from .conftest import Notes, without_timing
 
 
 def test_stablemax_is_the_normalized_piecewise_function():
@@ -117,14 +117,6 @@ def test_orthograd_and_stablemax_seeds_together_start_like_single_runs(tmp_path,
         train(config, single)
         for a, b in zip(together.read_metrics()[:4], single.read_metrics()[:4]):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-
-
-class Notes(Observer):
-    def __init__(self):
-        self.notes = []
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def test_grokfast_seeds_train_one_at_a_time_exactly_like_single_runs(tmp_path, tiny):

@@ -8,13 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from grokking import main
+from grokking import accelerators, main, optim
+from grokking import config as config_module
 from grokking.config import resolve
 from grokking.errors import GrokkingError
 from grokking.rundir import RunDir
 from grokking.train import train, train_seeds
 
-from .conftest import TINY_FLAGS, without_timing
+from .conftest import TINY_FLAGS, Notes, without_timing
 
 SEEDS = [0, 1, 2]
 
@@ -138,3 +139,43 @@ def test_seeds_together_take_the_shorter_last_batch_like_single_runs(tmp_path, t
         assert [r["step"] for r in together] == [r["step"] for r in alone]
         for got, want in zip(together, alone):
             assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_every_choice_has_a_registry_entry_that_says_whether_it_stacks():
+    assert set(optim.OPTIMIZER_KINDS) == set(config_module.OPTIMIZERS)
+    assert set(accelerators.GROKFAST_FILTERS) == set(config_module.GROKFAST_FILTERS)
+
+
+@pytest.mark.parametrize("name", [n for n, kind in optim.OPTIMIZER_KINDS.items() if kind.elementwise])
+def test_an_optimizer_registered_as_elementwise_steps_stacked_seeds_as_if_apart(name, tiny):
+    """The contract behind `elementwise=True`: one optimizer over two stacked weights gives each the
+    updates its own optimizer would. An entry that claims it falsely fails here."""
+    config = tiny.replace(optimizer=name, weight_decay=0.5)
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(4, 3, generator=generator) for _ in range(2)]
+    gradients = [[torch.randn(4, 3, generator=generator) for _ in range(2)] for _ in range(5)]
+    stacked = torch.stack(weights).requires_grad_()
+    apart = [w.clone().requires_grad_() for w in weights]
+    together = optim.build_optimizer(config, [stacked])
+    alone = [optim.build_optimizer(config, [w]) for w in apart]
+    for step_gradients in gradients:
+        stacked.grad = torch.stack(step_gradients)
+        together.step()
+        for w, opt, g in zip(apart, alone, step_gradients):
+            w.grad = g
+            opt.step()
+    torch.testing.assert_close(stacked.detach(), torch.stack([w.detach() for w in apart]), rtol=0, atol=0)
+
+
+def test_a_part_that_cannot_stack_seeds_makes_them_train_one_at_a_time(tmp_path, tiny, monkeypatch):
+    kind = optim.OPTIMIZER_KINDS["adamw"]
+    monkeypatch.setitem(optim.OPTIMIZER_KINDS, "adamw", optim.OptimizerKind(kind.make, elementwise=False))
+    configs = [tiny.replace(seed=s, steps=10) for s in (0, 1)]
+    notes = Notes()
+    train_seeds(configs, [RunDir(tmp_path / "seeds" / str(c.seed)) for c in configs], observer=notes)
+    assert notes.notes == ["one seed at a time: --optimizer adamw cannot step seeds stacked in one tensor"]
+    for config in configs:
+        train(config, RunDir(tmp_path / "alone" / str(config.seed)))
+        assert without_timing(RunDir(tmp_path / "seeds" / str(config.seed))) == without_timing(
+            RunDir(tmp_path / "alone" / str(config.seed))
+        )
