@@ -331,19 +331,32 @@ def plot_command(
             help="Redraw every SECONDS while the runs train; stop when they stop (or on Ctrl-C).", metavar="SECONDS"
         ),
     ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also draw this key of metrics.jsonl (e.g. grad_norm, weight_norm/unembed) into "
+            "plots/metric_KEY.png; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training), or a sweep's summary."""
     if run_dir and sweep is not None:
         raise GrokkingError("give --run-dir or --sweep, not both")
+    if metric and sweep is not None:
+        raise GrokkingError("--metric draws run dirs: give it with --run-dir")
     if watch is not None and (sweep is not None or not (0.1 <= watch <= 86_400)):
         raise GrokkingError("--watch takes SECONDS between 0.1 and 86400, and works with --run-dir")
     if watch is not None:
-        done = watch_runs(run_dir or [], out, watch, drew=lambda paths: err_console.print(f"drew {len(paths)} figures"))
+
+        def drew(drawn: list[Path]) -> None:
+            err_console.print(f"drew {len(drawn)} figures")
+
+        done = watch_runs(run_dir or [], out, watch, drew, metric or ())
         paths = done
     elif sweep is not None:
         paths = [sweep / MANIFEST, plot_sweep(refresh_manifest(sweep), (out or sweep / "plots") / "sweep.png")]
     else:
-        paths = plot_runs(run_dir or [], out)
+        paths = plot_runs(run_dir or [], out, metric or ())
     for path in paths:
         console.print(f"wrote {path}", markup=False, highlight=False)
 

@@ -277,3 +277,20 @@ def build_model(layout: Layout, config: RunConfig) -> Transformer | MLP:
 def weight_norm(model: nn.Module) -> float:
     """L2 norm of all parameters together (Omnigrok's lens on grokking)."""
     return torch.sqrt(sum(p.detach().float().pow(2).sum() for p in model.parameters())).item()
+
+
+def layer_of(parameter_name: str) -> str:
+    """The layer a parameter belongs to: its top module, with the index inside a list of blocks or layers
+    (`blocks.0.attn.qkv.weight` -> `blocks.0`, `unembed.weight` -> `unembed`)."""
+    parts = parameter_name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+
+
+def layer_weight_norms(model: nn.Module) -> dict[str, float]:
+    """The L2 norm of each layer's parameters, as `weight_norm/<layer>` (the embeddings, each block, the
+    unembedding): where weight growth or decay happens, e.g. the last layer's norm spikes of the slingshot."""
+    squares: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        layer = layer_of(name)
+        squares[layer] = squares.get(layer, 0) + param.detach().float().pow(2).sum()
+    return {f"weight_norm/{layer}": value.sqrt().item() for layer, value in squares.items()}

@@ -43,6 +43,13 @@ def stacks_seeds(config: RunConfig) -> dict[str, bool]:
     return {f"--optimizer {config.optimizer}": OPTIMIZER_KINDS[config.optimizer].elementwise}
 
 
+def gradient_norm(params: Iterable[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+    """The L2 norm of all the parameters' gradients together: a scalar, or one per entry of the leading
+    `batch_dims` dimensions (seeds stacked by `grokking.seeds`)."""
+    squares = [p.grad.detach().float().pow(2).flatten(batch_dims).sum(-1) for p in params if p.grad is not None]
+    return torch.stack(squares).sum(0).sqrt()
+
+
 def build_optimizer(config: RunConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     return OPTIMIZER_KINDS[config.optimizer].make(
         params,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,27 +211,63 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_runs(run_dirs: list[Path], out: Path | None = None) -> list[Path]:
-    """Draw accuracy.png and loss.png: for one run into `<run>/plots` (or `out`), for several into `out`."""
+def metric_file(key: str) -> str:
+    """The figure of a metrics.jsonl key, e.g. `metric_weight_norm-unembed.png` for weight_norm/unembed."""
+    return "metric_" + re.sub(r"[^A-Za-z0-9_.]", "-", key) + ".png"
+
+
+def metric_figure(all_curves: list[Curves], key: str, out: Path) -> Path:
+    """Any key of metrics.jsonl against the step, one line a run (a single run also gets its phases)."""
+    missing = [c.label.split("\n")[0] for c in all_curves if not any(key in r for r in c.records)]
+    if missing:
+        known = sorted({k for c in all_curves for r in c.records for k in r} - {"step"})
+        raise GrokkingError(f"--metric {key}: not in the metrics of {missing[0]}; its keys are {', '.join(known)}")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels = overlay_labels(all_curves) if len(all_curves) > 1 else [all_curves[0].label]
+    colors = plt.get_cmap("tab10").colors
+    values = []
+    for i, (curves, label) in enumerate(zip(all_curves, labels)):
+        steps, series = curves.series(key)
+        values += [v for v in series if math.isfinite(v)]
+        ax.plot(steps, series, color=colors[i % len(colors)], linewidth=1.6, label=label if len(labels) > 1 else key)
+    if len(all_curves) == 1:
+        mark_phases(ax, all_curves[0])
+    if values and min(values) > 0 and max(values) > 100 * min(values):  # spans decades: a log axis shows them
+        ax.set_yscale("log")
+    if ax.dataLim.x1 > 0:
+        ax.set_xscale("log")
+    _frame(ax, "optimization step", key)
+    ax.set_title(all_curves[0].label if len(all_curves) == 1 else f"{key} of {len(all_curves)} runs")
+    ax.legend(fontsize=8, frameon=False)
+    return save_figure(fig, out / metric_file(key))
+
+
+def plot_runs(run_dirs: list[Path], out: Path | None = None, metrics: Sequence[str] = ()) -> list[Path]:
+    """Draw accuracy.png and loss.png, and a figure of each key in `metrics`: for one run into
+    `<run>/plots` (or `out`), for several into `out`."""
     if not run_dirs:
         raise GrokkingError("give at least one --run-dir")
     all_curves = [load_curves(RunDir(path)) for path in run_dirs]
-    if len(all_curves) == 1:
-        return _single(all_curves[0], out or RunDir(run_dirs[0]).plots_dir)
-    if out is None:
+    if len(all_curves) > 1 and out is None:
         raise GrokkingError("with several --run-dir, also pass --out DIR for the overlay figures")
-    return _overlay(all_curves, out)
+    folder = out or RunDir(run_dirs[0]).plots_dir
+    paths = _single(all_curves[0], folder) if len(all_curves) == 1 else _overlay(all_curves, folder)
+    return paths + [metric_figure(all_curves, key, folder) for key in dict.fromkeys(metrics)]
 
 
 def watch_runs(
-    run_dirs: list[Path], out: Path | None, interval: float, drew: Callable[[list[Path]], None]
+    run_dirs: list[Path],
+    out: Path | None,
+    interval: float,
+    drew: Callable[[list[Path]], None],
+    metrics: Sequence[str] = (),
 ) -> list[Path]:
     """Redraw the figures of `run_dirs` every `interval` seconds while any of them trains (its lock is
     held by a live process); draw once more after the last one stops, and return those paths."""
     while True:
         training = any(RunDir(path).training_process() is not None for path in run_dirs)
         try:
-            paths = plot_runs(run_dirs, out)
+            paths = plot_runs(run_dirs, out, metrics)
             drew(paths)
         except GrokkingError:
             if not training:  # not waiting for a first evaluation: a real error

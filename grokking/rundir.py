@@ -325,7 +325,7 @@ TEMP_FILE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
 RUN_FILES = re.compile(r"config\.json|metrics\.jsonl|summary\.json|\.lock|wandb_id")
 RUN_FOLDERS = {  # the folders of a run dir and the names of the files grokking writes in each
     "checkpoints": re.compile(r"(step_\d{8}|latest)\.pt"),
-    "plots": re.compile(r"(accuracy|loss)\.png"),
+    "plots": re.compile(r"(accuracy|loss|metric_[A-Za-z0-9_.-]+)\.png"),
     "analysis": re.compile(r"(spectrum|progress|ablation)\.json"),
     "figures": re.compile(r"(spectrum|progress|ablation)\.png"),
     "tensorboard": re.compile(r"events\.out\.tfevents\.[\w.-]+"),

@@ -26,7 +26,7 @@ from grokking.accelerators import transform_gradients
 from grokking.config import RunConfig
 from grokking.device import autocast, compiled
 from grokking.losses import answer_loss
-from grokking.optim import build_optimizer, set_learning_rate
+from grokking.optim import build_optimizer, gradient_norm, set_learning_rate
 from grokking.tasks import BatchSampler, TaskData
 
 
@@ -84,7 +84,8 @@ class SeedStepper:
         }
         self.optimizer.load_state_dict({"state": stacked, "param_groups": self.optimizer.state_dict()["param_groups"]})
 
-    def train_step(self, step: int) -> None:
+    def train_step(self, step: int, measure: bool = False) -> list[dict[str, float]]:
+        """One step of every seed; with `measure`, each seed's named scalars (see ModelStepper)."""
         set_learning_rate(self.optimizer, self.config, step)
         batches = [s.sampler.indices(step) for s in self.seeds]
         inputs = torch.stack([s.data.train_inputs[b] for s, b in zip(self.seeds, batches)])
@@ -92,8 +93,11 @@ class SeedStepper:
         loss = self._losses(self.params, inputs, targets).sum()  # each seed's gradient is its own
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        transform_gradients(self.config, list(self.params.values()), None, batch_dims=1)
+        params = list(self.params.values())
+        norms = gradient_norm(params, batch_dims=1).tolist() if measure else []  # before the accelerators
+        transform_gradients(self.config, params, None, batch_dims=1)
         self.optimizer.step()
+        return [{"grad_norm": norm} for norm in norms]
 
     @torch.no_grad()
     def sync_weights(self) -> None:

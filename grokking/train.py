@@ -31,8 +31,8 @@ from grokking.errors import GrokkingError, first_line
 from grokking.evaluate import evaluate
 from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
-from grokking.model import build_model, weight_norm
-from grokking.optim import build_optimizer, learning_rate, set_learning_rate
+from grokking.model import build_model, layer_weight_norms, weight_norm
+from grokking.optim import build_optimizer, gradient_norm, learning_rate, set_learning_rate
 from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, blockers
 from grokking.tasks import BatchSampler, TaskData, load_task
@@ -174,14 +174,17 @@ class SeedRun:
         started, before = self._clock
         return before + time.perf_counter() - started
 
-    def record(self, step: int) -> dict[str, Any]:
-        """Evaluate, append one record to metrics.jsonl, and update the stop-on-grok streak."""
+    def record(self, step: int, measured: dict[str, float] | None = None) -> dict[str, Any]:
+        """Evaluate, append one record to metrics.jsonl (with what the step `measured`, e.g. the
+        gradient norm), and update the stop-on-grok streak."""
         metrics = evaluate(self.model, self.data, self.config)
         record = {
             "step": step,
             **metrics,
             "lr": learning_rate(self.config, step),
             "weight_norm": weight_norm(self.model),
+            **(measured or {}),
+            **layer_weight_norms(self.model),
             "elapsed_s": round(self.elapsed(), 3),
         }
         self.run.append_metrics(record)
@@ -203,10 +206,10 @@ class SeedRun:
             final or is_eval_step(config, step) or step % config.checkpoint_every == 0 or is_snapshot_step(config, step)
         )
 
-    def evaluate_step(self, step: int) -> dict[str, Any] | None:
+    def evaluate_step(self, step: int, measured: dict[str, float]) -> dict[str, Any] | None:
         """The record of this step, where one is due."""
         self.state.step = step
-        return self.record(step) if is_eval_step(self.config, step) else None
+        return self.record(step, measured) if is_eval_step(self.config, step) else None
 
     def save_step(self, step: int, final: bool) -> None:
         """Checkpoint and keep snapshots where due; `final`: the last step of the loop (or of a stop)."""
@@ -244,13 +247,17 @@ class SeedRun:
 
 
 class ModelStepper:
-    """Steps one seed's own model: batch, loss, backward, accelerators, optimizer."""
+    """Steps one seed's own model: batch, loss, backward, accelerators, optimizer.
+
+    A stepper's `train_step(step, measure)` returns, when asked to measure (at evaluations), one dict of
+    named scalars per seed; they join that seed's record, so a new training-time metric is one entry here
+    (and in SeedStepper) and reaches metrics.jsonl, the loggers and `grokking plot --metric` as it is."""
 
     def __init__(self, seed: SeedRun):
         self.seed = seed
         self.forward = compiled(seed.model, seed.device) if seed.config.compile else seed.model
 
-    def train_step(self, step: int) -> None:
+    def train_step(self, step: int, measure: bool = False) -> list[dict[str, float]]:
         seed = self.seed
         set_learning_rate(seed.optimizer, seed.config, step)
         batch = seed.sampler.indices(step)
@@ -259,8 +266,11 @@ class ModelStepper:
         loss = answer_loss(logits, seed.data.train_targets[batch], seed.config)
         seed.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        transform_gradients(seed.config, list(seed.model.parameters()), seed.grokfast)
+        params = list(seed.model.parameters())
+        measured = [{"grad_norm": gradient_norm(params).item()}] if measure else []  # before the accelerators
+        transform_gradients(seed.config, params, seed.grokfast)
         seed.optimizer.step()
+        return measured
 
     def sync_weights(self) -> None:
         """Nothing to do: the model trained is the seed's own."""
@@ -284,15 +294,15 @@ def run_loop(
     step = runs[0].state.step
     while step < config.steps and not all(r.grokked() for r in runs):
         step += 1
-        stepper.train_step(step)
+        measured = stepper.train_step(step, measure=is_eval_step(config, step)) or [{}] * len(runs)
         known_final = step == config.steps or bool(stop_requests)
         if any(r.needs_weights(step, known_final) for r in runs):
             stepper.sync_weights()
         if is_eval_step(config, step):
             share.update()
         diverged = []
-        for run in runs:
-            record = run.evaluate_step(step)
+        for run, scalars in zip(runs, measured):
+            record = run.evaluate_step(step, scalars)
             if record is not None:
                 observer.evaluated(run, record)
                 if not math.isfinite(record["train_loss"]):
