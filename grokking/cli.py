@@ -131,29 +131,41 @@ def command(function: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def config_options(function: Callable[..., None]) -> Callable[..., None]:
-    """Give `function` one option per `grokking train` flag of RunConfig (from its field metadata),
-    passed on as keyword arguments named after the flag (`--op` -> op)."""
-    types = field_types()
-    options = []
-    for flag, names in flag_fields().items():
-        meta = RunConfig.__dataclass_fields__[names[0]].metadata
-        kind = base_type(types[names[0]])
-        declared = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-        annotation = tuple[(kind,) * len(names)] if len(names) > 1 else kind  # type: ignore[misc]
-        option = typer.Option(declared, help=meta["help"], rich_help_panel=meta["panel"], show_default=False)
-        options.append(
-            inspect.Parameter(
-                flag[2:].replace("-", "_"),
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[annotation | None, option],
+def config_options(only: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per `grokking train` flag of RunConfig (or per field in `only`), from
+    the fields' metadata: the same flag, help and panel wherever a setting is an option. Their values
+    reach the command as keyword arguments named after the flag (`--train-frac` -> train_frac), unset
+    ones as None; `given_fields` turns them into config fields."""
+
+    def decorate(function: Callable[..., None]) -> Callable[..., None]:
+        types = field_types()
+        options = []
+        for flag, names in flag_fields().items():
+            if only and not set(names) & set(only):
+                continue
+            meta = RunConfig.__dataclass_fields__[names[0]].metadata
+            kind = base_type(types[names[0]])
+            declared = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *filter(None, [meta["alias"]])]
+            annotation = tuple[(kind,) * len(names)] if len(names) > 1 else kind  # type: ignore[misc]
+            option = typer.Option(*declared, help=meta["help"], rich_help_panel=meta["panel"], show_default=False)
+            kwarg = flag[2:].replace("-", "_")
+            options.append(
+                inspect.Parameter(
+                    kwarg, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[annotation | None, option]
+                )
             )
-        )
-    own = [p for p in inspect.signature(function, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    ordered = sorted(options + own, key=_panel_rank)  # stable: panels in PANELS order, each in declaration order
-    function.__signature__ = inspect.Signature(ordered)  # type: ignore[attr-defined]
-    return function
+        signature = inspect.signature(function, eval_str=True).parameters.values()
+        own = [p for p in signature if p.kind is not p.VAR_KEYWORD]
+        ordered = sorted(options + own, key=_panel_rank)  # stable: panels in PANELS order, each in declaration order
+        function.__signature__ = inspect.Signature(ordered)  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
+    """The config fields set by the options `config_options` added (those given on the command line)."""
+    return fields_from_flags({"--" + name.replace("_", "-"): value for name, value in flags.items()})
 
 
 def _panel_rank(parameter: inspect.Parameter) -> int:
@@ -175,7 +187,7 @@ def _presets_epilog() -> str:
 
 @main.command("train", epilog=_presets_epilog())
 @command
-@config_options
+@config_options()
 def train_command(
     *,
     preset: Annotated[str | None, typer.Option(help=f"Starting point: {PRESET_HELP}. \\[default: quick]")] = None,
@@ -224,7 +236,7 @@ def train_command(
 
     Running it again on the same run dir continues from the last checkpoint.
     """
-    overrides = fields_from_flags({"--" + name.replace("_", "-"): value for name, value in flags.items()})
+    overrides = given_fields(flags)
     check_available(log or ())
     check_thread_count(threads)
     plan = plan_runs(preset, overrides, seeds, run_dir, out_dir, resume, arch)
@@ -250,7 +262,9 @@ def train_command(
 
 @main.command("sweep")
 @command
+@config_options(("steps", "device"))
 def sweep_command(
+    *,
     grid: Annotated[
         list[str] | None,
         typer.Option(
@@ -264,8 +278,6 @@ def sweep_command(
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE fixed for every point, e.g. --set eval_every=100; repeatable."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Step budget of every point.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = None,
     out_dir: Annotated[
         Path | None, typer.Option(help="Folder of the sweep: sweep.json and one run dir a point.")
     ] = None,
@@ -284,11 +296,12 @@ def sweep_command(
             help="Write sweep.json and print one `grokking train` command a point (for GNU parallel or a SLURM array)."
         ),
     ] = False,
+    **flags: Any,
 ) -> None:
     """Train a grid of configs, one run dir a point; running it again skips finished points and resumes the rest."""
     if out_dir is None:
         raise GrokkingError("give --out-dir DIR, the folder for the sweep's run dirs")
-    fixed = {k: v for k, v in dict(steps=steps, device=device).items() if v is not None}
+    fixed = given_fields(flags)
     check_available(log or ())
     sweep = plan_sweep(preset, grid or [], out_dir, fixed, settings or [], arch)
     if emit_commands:
@@ -384,17 +397,12 @@ def eval_command(
 
 @main.command("bench")
 @command
+@config_options(("device", "precision", "compile"))
 def bench_command(
+    *,
     preset: Annotated[str, typer.Option(help=f"Config to measure: {PRESET_HELP}.")] = "paper_wd",
     steps: Annotated[int, typer.Option(help="Timed steps per contender (speed mode).")] = 300,
     rounds: Annotated[int, typer.Option(help="Interleaved blocks per contender (speed mode).")] = 3,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="The engine's precision, fp32 or bf16 (the reference loop stays fp32).")
-    ] = "fp32",
-    compile_engine: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the engine's model (compile time not timed).")
-    ] = False,
     time_to_grok: Annotated[
         bool, typer.Option("--time-to-grok", help="Measure wall seconds to val acc ≥ 99% instead.")
     ] = False,
@@ -411,9 +419,12 @@ def bench_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    **flags: Any,
 ) -> None:
-    """Measure training speed: this package's engine against a plain reference loop, in one process."""
-    config = resolve(preset_config(preset).replace(device=device, precision=precision, compile=compile_engine))
+    """Measure training speed: this package's engine against a plain reference loop, in one process.
+
+    --precision and --compile apply to the engine (compile time untimed); the reference stays eager fp32."""
+    config = resolve(preset_config(preset).replace(**given_fields(flags)))
     if not (0 < steps <= 10**6 and 0 < rounds <= steps and 0 < max_steps <= 10**7 and 0 <= together <= 1024):
         raise GrokkingError(
             "--steps (1-1e6), --rounds (1-steps) and --max-steps (1-1e7) must be positive, --together 0-1024"
@@ -430,8 +441,8 @@ def bench_command(
     if as_json:
         print(to_json(result, indent=2))
         return
-    flags = f" · {precision}" + (" · compiled" if compile_engine else "")
-    measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset + flags
+    engine = f" · {config.precision}" + (" · compiled" if config.compile else "")
+    measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset + engine
     console.print(display.bench_table(result, measured))
     console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")
 

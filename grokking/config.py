@@ -31,6 +31,7 @@ def setting(
     panel: str,
     *,
     flag: str | None = None,
+    alias: str | None = None,
     choices: tuple[str, ...] | None = None,
     ge: float | None = None,
     gt: float | None = None,
@@ -38,9 +39,14 @@ def setting(
     lt: float | None = None,
     rule: str | None = None,
 ) -> Any:
-    """A RunConfig field with what the CLI and validation need: its help, panel, flag (default:
-    `--field-name`), allowed choices, and bounds (`rule` words them where the default wording misleads)."""
-    meta = {"help": help, "panel": panel, "flag": flag, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    """A RunConfig field with what the CLI and validation need: its help, panel, flag (`--field-name`;
+    `flag` only where one option sets several fields, as --betas), a short `alias` (--op), allowed
+    choices, and bounds (`rule` words them where the default wording misleads).
+
+    Bounds are the value's mathematical domain (lr > 0, a probability in [0, 1)), or protect a resource
+    (memory, time); a value a researcher may try (weight decay 1000) is never refused."""
+    meta = {"help": help, "panel": panel, "flag": flag, "alias": alias, "choices": choices}
+    meta |= {"ge": ge, "gt": gt, "le": le, "lt": lt}
     return dataclasses.field(default=default, metadata={**meta, "rule": rule})
 
 
@@ -75,10 +81,10 @@ class RunConfig:
         "div",
         f"Operation: {OPERATION_HELP}. (openai/grok's s5 is y·x, the same task with x and y swapped.)",
         TASK,
-        flag="--op",
+        alias="--op",
         choices=tuple(OPERATIONS),
     )
-    p: int = setting(97, "Modulus (prime for div, div_odd; ignored by s5_*).", TASK, ge=3, le=1000)
+    p: int = setting(97, "Modulus (prime for div, div_odd; ignored by s5_*).", TASK, ge=3, le=1000)  # p² rows
     train_frac: float = setting(0.5, "Fraction of the table used for training.", TASK, gt=0, lt=1)
     seed: int = setting(
         0,
@@ -89,12 +95,12 @@ class RunConfig:
     )
     steps: int = setting(100_000, "Optimization step budget.", RUN, ge=1, le=10**9)
     optimizer: str = setting("adamw", "adam or adamw.", OPTIM, choices=OPTIMIZERS)
-    lr: float = setting(1e-3, "Learning rate after warmup.", OPTIM, gt=0, le=10)
-    weight_decay: float = setting(1.0, "Weight decay (decoupled for adamw).", OPTIM, ge=0, le=100)
+    lr: float = setting(1e-3, "Learning rate after warmup.", OPTIM, gt=0)
+    weight_decay: float = setting(1.0, "Weight decay (decoupled for adamw).", OPTIM, ge=0)
     beta1: float = setting(0.9, "Adam betas, e.g. --betas 0.9 0.98.", OPTIM, flag="--betas", ge=0, lt=1)
     beta2: float = setting(0.98, "Adam betas, e.g. --betas 0.9 0.98.", OPTIM, flag="--betas", ge=0, lt=1)
-    eps: float = setting(1e-8, "Adam epsilon.", OPTIM, gt=0, le=1)
-    warmup_steps: int = setting(10, "Linear warmup steps.", OPTIM, flag="--warmup", ge=0, le=10**9)
+    eps: float = setting(1e-8, "Adam epsilon.", OPTIM, gt=0)
+    warmup_steps: int = setting(10, "Linear warmup steps.", OPTIM, alias="--warmup", ge=0)
     last_batch: str = setting(
         "drop",
         "drop: every batch full, n-train // batch-size a pass over the data; keep: each pass ends with the "
@@ -107,7 +113,6 @@ class RunConfig:
         "Batch size; 0 = the whole training split \\[default: min(512, n_train // 2)].",
         OPTIM,
         ge=0,
-        le=10**7,
         rule="positive, or 0 for the whole training split",
     )
     model: str = setting(
@@ -116,10 +121,11 @@ class RunConfig:
         MODEL,
         choices=MODELS,
     )
-    n_layers: int = setting(2, "Transformer blocks, or hidden layers of the MLP.", MODEL, ge=1, le=64)
-    d_model: int = setting(128, "Residual width (embedding width of the MLP).", MODEL, ge=1, le=4096)
-    n_heads: int = setting(4, "Attention heads.", MODEL, ge=1, le=256)
-    d_mlp: int | None = setting(None, "Hidden width of the MLPs \\[default: 4 × d-model].", MODEL, ge=1, le=16384)
+    # the model's size is bounded by its parameter count as a whole (MAX_PARAMETERS), not field by field
+    n_layers: int = setting(2, "Transformer blocks, or hidden layers of the MLP.", MODEL, ge=1, le=1024)  # modules
+    d_model: int = setting(128, "Residual width (embedding width of the MLP).", MODEL, ge=1)
+    n_heads: int = setting(4, "Attention heads.", MODEL, ge=1)
+    d_mlp: int | None = setting(None, "Hidden width of the MLPs \\[default: 4 × d-model].", MODEL, ge=1)
     layer_norm: bool = setting(True, "LayerNorm in every block (placed by --norm-position).", MODEL)
     norm_position: str = setting(
         "pre",
@@ -167,7 +173,8 @@ class RunConfig:
         "none", "Grokfast gradient filter (Lee et al. 2024): none, ema or ma.", ACCEL, choices=GROKFAST_FILTERS
     )
     grokfast_alpha: float = setting(0.98, "Grokfast-EMA momentum α.", ACCEL, ge=0, lt=1)
-    grokfast_lambda: float = setting(2.0, "Grokfast amplification λ of the slow gradient.", ACCEL, ge=0, le=1e6)
+    grokfast_lambda: float = setting(2.0, "Grokfast amplification λ of the slow gradient.", ACCEL, ge=0)
+    # the window is bounded because it keeps that many gradients of the whole model in memory
     grokfast_window: int = setting(100, "Grokfast-MA window in steps.", ACCEL, ge=1, le=1000)
     orthograd: bool = setting(
         False, "⊥Grad: drop each gradient's component along its weights (Prieto et al. 2025).", ACCEL
@@ -303,9 +310,15 @@ def _has_type(value: Any, kind: Any) -> bool:
 
 
 def flag_name(name: str) -> str:
-    """The `grokking train` option that sets field `name`, e.g. --op for operation."""
+    """The `grokking train` option that sets field `name`: `--field-name`, or the option that sets it
+    together with others (--betas for beta1)."""
     meta = RunConfig.__dataclass_fields__[name].metadata
     return meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def flag_alias(name: str) -> str | None:
+    """The short alias of field `name`'s option, if it has one (--op for --operation)."""
+    return RunConfig.__dataclass_fields__[name].metadata.get("alias")
 
 
 def fields_from_flags(values: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from grokking.config import (
     base_type,
     config_differences,
     field_types,
+    flag_alias,
     flag_fields,
     int_span,
     preset_config,
@@ -50,8 +51,9 @@ MAX_JOBS = 256
 
 
 def flag_aliases() -> dict[str, str]:
-    """Sweep keys spelled as `grokking train` flags, e.g. {'op': 'operation', 'warmup': 'warmup_steps'}."""
-    return {flag[2:].replace("-", "_"): names[0] for flag, names in flag_fields().items() if len(names) == 1}
+    """Sweep keys spelled as the short alias of a `grokking train` flag, e.g. {'op': 'operation'}."""
+    aliases = {flag_alias(names[0]): names[0] for names in flag_fields().values() if len(names) == 1}
+    return {alias[2:].replace("-", "_"): name for alias, name in aliases.items() if alias is not None}
 
 
 def command_line(config: RunConfig, run: RunDir) -> str:

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from grokking import main
@@ -27,6 +28,8 @@ METRIC_KEYS = {
     "weight_norm",
     "elapsed_s",
     "train_zero_loss_frac",
+    "grad_norm",
+    *(f"weight_norm/{layer}" for layer in ("token_embedding", "position_embedding", "blocks.0", "ln_f", "unembed")),
 }
 
 
@@ -157,3 +160,26 @@ def test_a_sweeps_title_names_where_its_base_departs_from_the_preset_outside_the
     base = PRESETS["paper_wd"].replace(**ARCHITECTURES["prenorm"], train_frac=0.3).to_dict()
     assert sweep_departures(base, {"train_frac": [0.3, 0.5], "seed": [0, 1]}) == "arch=prenorm"
     assert sweep_departures(PRESETS["paper_wd"].replace(train_frac=0.3).to_dict(), {"train_frac": [0.3]}) == ""
+
+
+def test_a_setting_is_the_same_option_in_every_command_that_takes_it():
+    """sweep and bench take --steps, --device, --precision, --compile from RunConfig's metadata, as train."""
+    commands = {c.name: c for c in typer.main.get_command(main).commands.values()}
+
+    def option(command: str, flag: str):
+        return next(p for p in commands[command].params if flag in p.opts)
+
+    for command, flags in {"sweep": ["--steps", "--device"], "bench": ["--device", "--precision", "--compile"]}.items():
+        for flag in flags:
+            assert option(command, flag).help == option("train", flag).help
+
+
+def test_the_operation_is_one_name_with_a_short_alias(tmp_path):
+    long, short = (
+        json.loads(invoke("train", flag, "add", "--dry-run").stdout)["config"]["operation"]
+        for flag in ("--operation", "--op")
+    )
+    assert long == short == "add"
+    for key in ("operation", "op"):
+        result = invoke("sweep", "--grid", f"{key}=add,sub", "--steps", "5", "--out-dir", tmp_path / key, "--dry-run")
+        assert result.exit_code == 0 and "operation=sub" in result.stdout

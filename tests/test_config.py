@@ -64,3 +64,24 @@ def test_openai_vocabulary_is_refused_for_a_task_with_more_tokens():
     openai.replace(p=236).validate()  # 236 numbers, the operation, `=` and eos: 239 tokens
     with pytest.raises(GrokkingError, match="needs 240 tokens, more than openai/grok's 239: use --vocab task"):
         openai.replace(p=237).validate()
+
+
+def test_research_values_are_allowed_and_only_the_domain_is_enforced(tiny):
+    """Hyperparameters need only be finite and in their domain: a researcher may try odd values."""
+    odd = tiny.replace(weight_decay=1000.0, lr=50.0, eps=2.0, grokfast_lambda=1e9, warmup_steps=10**12)
+    odd.validate()
+    for change, message in [
+        ({"lr": 0.0}, "--lr must be positive"),
+        ({"weight_decay": -1.0}, "--weight-decay must be at least 0"),
+        ({"beta1": 1.0}, r"--betas must be in \[0, 1\)"),
+        ({"lr": float("inf")}, "--lr must be positive"),
+    ]:
+        with pytest.raises(GrokkingError, match=message):
+            tiny.replace(**change).validate()
+
+
+def test_resources_stay_bounded(tiny):
+    with pytest.raises(GrokkingError, match="parameters"):
+        tiny.replace(d_model=8192, n_heads=1, n_layers=2).validate()
+    with pytest.raises(GrokkingError, match="--n-layers must be"):
+        tiny.replace(d_model=1, n_heads=1, n_layers=10**6).validate()
