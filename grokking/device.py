@@ -42,7 +42,7 @@ def configure_torch(device: torch.device) -> None:
     if device.type == "cpu":
         # Long after memorization without weight decay, the softmax of wrong answers and its gradients
         # fall below 2^-126, where x86 CPUs compute many times slower (subnormal floats). Flushing them
-        # to zero loses nothing a sum with normal-sized terms keeps; paper_late ran 1.4-1.8x faster with it.
+        # to zero loses nothing a sum with normal-sized terms keeps (`grokking bench --subnormals` measures it).
         torch.set_flush_denormal(True)
         # On several threads the backward of indexing (`keys[x]` in the model) adds into its gradient
         # in parallel with atomic adds, in an order that varies from run to run; deterministic mode

@@ -306,6 +306,7 @@ def grokked(tmp_path_factory) -> tuple[RunDir, dict]:
     return run, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_a_grokked_model_has_a_few_key_frequencies(grokked):
     _, results = grokked
     spectrum = results["spectrum"]
@@ -314,6 +315,7 @@ def test_a_grokked_model_has_a_few_key_frequencies(grokked):
     assert spectrum["key_energy_share"] >= 0.9
 
 
+@pytest.mark.slow
 def test_removing_key_frequencies_hurts_far_more_than_random_ones(grokked):
     ablation = grokked[1]["ablation"]
     assert ablation["baseline_val_acc"] > 0.9
@@ -324,6 +326,7 @@ def test_removing_key_frequencies_hurts_far_more_than_random_ones(grokked):
     assert ablation["key_drop"] > 0.5 > ablation["random_mean_drop"] + 0.3
 
 
+@pytest.mark.slow
 def test_progress_measures_track_the_circuit(grokked):
     run, results = grokked
     rows = results["progress"]["checkpoints"]
@@ -335,6 +338,7 @@ def test_progress_measures_track_the_circuit(grokked):
     assert last["excluded_loss_variant"] > 5 * run.read_metrics()[-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_nanda_measures_of_a_grokked_run(grokked):
     run, results = grokked
     progress = results["progress"]
@@ -361,6 +365,7 @@ def test_nanda_measures_of_a_grokked_run(grokked):
     assert set(last) - {"step", "weight_norm"} <= names
 
 
+@pytest.mark.slow
 def test_analyze_writes_json_and_figures(grokked):
     run, results = grokked
     for name in ("spectrum", "progress", "ablation"):
@@ -369,6 +374,7 @@ def test_analyze_writes_json_and_figures(grokked):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
+@pytest.mark.slow
 def test_the_progress_figure_floors_zero_losses_and_skips_missing_measures(grokked, tmp_path):
     run, results = grokked
     rows = [dict(r) for r in results["progress"]["checkpoints"]]
@@ -389,6 +395,7 @@ def test_wrapped_keeps_the_line_breaks_a_title_has():
     assert wrapped("a " * 40, 20).count("\n") == 3
 
 
+@pytest.mark.slow
 def test_step_chooses_the_checkpoint(grokked, tmp_path):
     run = shutil.copytree(grokked[0].path, tmp_path / "run")
     with torch_threads(1):
@@ -407,6 +414,7 @@ def s5_run(tmp_path) -> str:
     return str(run.path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (lambda run, tmp: ["--run-dir", s5_run(tmp)], "no Fourier basis is implemented for the S5"),
     (lambda run, tmp: ["--run-dir", str(tmp / "absent")], "does not exist"),

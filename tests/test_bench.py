@@ -24,6 +24,7 @@ def test_speed_mode_times_both_contenders_for_the_same_steps(tiny):
     assert result["device"] == "cpu" and result["threads"] >= 1 and result["peak_rss_mib"] > 0
 
 
+@pytest.mark.slow
 def test_engine_and_reference_grok_at_similar_steps(tiny):
     """Same init and batches: the engine changes float rounding only, so both generalize, and
     in the same range of steps (about 15 s on 2 cores)."""

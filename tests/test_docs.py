@@ -68,11 +68,6 @@ def test_the_paper_late_openai_run_is_reported_at_its_last_committed_evaluation(
     report = paper_late_openai_report(document)
     assert f"{metrics[-1]['step']:,}" in report
     assert f"{metrics[-1]['val_acc']:.1%}".replace("%", " %") in report
-    # It says how the run ended, as its summary.json records it: by `--stop-on-grok`, or by hand (no summary).
-    stopped_itself = (run.read_summary() or {}).get("stopped") == "grokked"
-    says_stopped_itself = any(mark in report for mark in ["stopped itself", "自行停止"])
-    says_stopped_by_hand = any(mark in report for mark in ["stopped by hand", "手动停止"])
-    assert (says_stopped_itself, says_stopped_by_hand) == (stopped_itself, not stopped_itself)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,13 @@
 """One honest small run that really groks within the suite's time (about 15 s on 2 cores)."""
 
+import pytest
+
 from grokking.config import RunConfig
 from grokking.rundir import RunDir, first_step_reaching
 from grokking.train import train
 
 
+@pytest.mark.slow
 def test_a_small_division_table_memorizes_first_and_generalizes_later(tmp_path):
     config = RunConfig(
         preset="test", p=31, train_frac=0.7, d_model=64, n_layers=1, lr=3e-3, weight_decay=1.0,

@@ -80,6 +80,7 @@ def test_compile_wraps_the_model_of_one_seed_and_the_vectorized_loss_of_many(tmp
     assert compiled[1:] == [("function", None)]
 
 
+@pytest.mark.slow
 def test_a_compiled_run_matches_the_eager_one_and_may_resume_without_compiling(tmp_path, tiny):
     config = tiny.replace(steps=6, eval_every=3, checkpoint_every=3)
     train(config.replace(compile=True), tmp_path / "compiled")

@@ -43,6 +43,7 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
     return without_timing(run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, uninterrupted, signal_number):
     run_dir = tmp_path / "run"

@@ -292,6 +292,7 @@ def test_a_sweep_takes_a_named_architecture_and_knows_a_sweep_json_of_older_defa
     assert plan_sweep("paper_wd", ["seed=0-1"], tmp_path / "s", arch="prenorm").base == sweep.base
 
 
+@pytest.mark.slow
 def test_jobs_train_points_side_by_side_exactly_as_one_after_another(tmp_path):
     result = invoke(*SWEEP, "--jobs", "2", "--out-dir", tmp_path / "sweep")
     assert result.exit_code == 0, result.output
@@ -309,6 +310,7 @@ def test_jobs_train_points_side_by_side_exactly_as_one_after_another(tmp_path):
     assert all(p["status"] == "done" for p in manifest["points"])
 
 
+@pytest.mark.slow
 def test_a_failing_worker_ends_the_sweep_with_its_error_and_the_others_finish(tmp_path, capfd):
     out = tmp_path / "sweep"
     busy = RunDir(out / "train_frac=0.5_seed=0")

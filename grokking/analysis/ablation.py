@@ -49,9 +49,9 @@ def frequency_ablation(
     seed: int,
 ) -> dict[str, Any]:
     """Validation accuracy without the k strongest frequencies, against k others drawn at random from
-    the rest (`draws` times). Drawing from every frequency but the k removed (not only from the non-key
-    ones) keeps the control a choice: with 34 key frequencies of 48, the non-key ones are a single
-    set of 14, so every "random" draw was the same.
+    the rest (`draws` times). They are drawn from every frequency but the k removed, not only from the
+    non-key ones, so the control stays a random choice even when few frequencies are not key (with 34
+    key frequencies of 48, the 14 others would be one set, the same at every draw).
 
     k defaults to the number of key frequencies (those carrying `share` of the energy).
     """
