@@ -50,6 +50,15 @@ def gradient_norm(params: Iterable[torch.Tensor], batch_dims: int = 0) -> torch.
     return torch.stack(squares).sum(0).sqrt()
 
 
+def step_measures(params: list[torch.Tensor], batch_dims: int = 0) -> list[dict[str, float]]:
+    """The named scalars a training step measures at an evaluation, one dict per seed, from the gradients
+    before the accelerators change them (`batch_dims=1`: seeds stacked). A training-time metric is one
+    entry here; it reaches metrics.jsonl, the loggers and `grokking plot --metric` as it is."""
+    measures = {"grad_norm": gradient_norm(params, batch_dims)}
+    columns = {name: values.reshape(-1).tolist() for name, values in measures.items()}
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+
+
 def build_optimizer(config: RunConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     return OPTIMIZER_KINDS[config.optimizer].make(
         params,

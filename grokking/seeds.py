@@ -26,7 +26,7 @@ from grokking.accelerators import transform_gradients
 from grokking.config import RunConfig
 from grokking.device import autocast, compiled
 from grokking.losses import answer_loss
-from grokking.optim import build_optimizer, gradient_norm, set_learning_rate
+from grokking.optim import build_optimizer, set_learning_rate, step_measures
 from grokking.tasks import BatchSampler, TaskData
 
 
@@ -94,10 +94,10 @@ class SeedStepper:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = list(self.params.values())
-        norms = gradient_norm(params, batch_dims=1).tolist() if measure else []  # before the accelerators
+        measured = step_measures(params, batch_dims=1) if measure else []
         transform_gradients(self.config, params, None, batch_dims=1)
         self.optimizer.step()
-        return [{"grad_norm": norm} for norm in norms]
+        return measured
 
     @torch.no_grad()
     def sync_weights(self) -> None:

@@ -32,7 +32,7 @@ from grokking.evaluate import evaluate
 from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
 from grokking.model import build_model, layer_weight_norms, weight_norm
-from grokking.optim import build_optimizer, gradient_norm, learning_rate, set_learning_rate
+from grokking.optim import build_optimizer, learning_rate, set_learning_rate, step_measures
 from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, blockers
 from grokking.tasks import BatchSampler, TaskData, load_task
@@ -250,8 +250,7 @@ class ModelStepper:
     """Steps one seed's own model: batch, loss, backward, accelerators, optimizer.
 
     A stepper's `train_step(step, measure)` returns, when asked to measure (at evaluations), one dict of
-    named scalars per seed; they join that seed's record, so a new training-time metric is one entry here
-    (and in SeedStepper) and reaches metrics.jsonl, the loggers and `grokking plot --metric` as it is."""
+    named scalars per seed (`optim.step_measures`), which join that seed's record."""
 
     def __init__(self, seed: SeedRun):
         self.seed = seed
@@ -267,7 +266,7 @@ class ModelStepper:
         seed.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = list(seed.model.parameters())
-        measured = [{"grad_norm": gradient_norm(params).item()}] if measure else []  # before the accelerators
+        measured = step_measures(params) if measure else []
         transform_gradients(seed.config, params, seed.grokfast)
         seed.optimizer.step()
         return measured
