@@ -20,6 +20,7 @@ MEMORIZED = 0.99  # train accuracy that counts as memorized
 GENERALIZED = 0.99  # validation accuracy that counts as generalized
 GROK_PATIENCE = 3  # stop_on_grok stops after this many evaluations in a row at val acc ≥ GENERALIZED
 MAX_SEED = 2**32 - 1
+MAX_INT = 2**63 - 1
 MAX_PARAMETERS = 200_000_000  # 3 GiB of weights, gradients and Adam state in float32
 
 TASK, MODEL, OPTIM, ACCEL, RUN = "Task", "Model", "Optimization", "Loss and accelerators", "Run, output and schedule"
@@ -358,7 +359,10 @@ def _range_rule(meta: dict[str, Any], is_int: bool) -> str:
         rule = f"at least {meta['ge']:g}"
     else:
         rule = "a number"
-    return rule + (f" and at most {meta['le']:,g}" if meta["le"] is not None else "")
+    if meta["le"] is None:
+        return rule
+    limit = meta["le"]
+    return rule + (f" and at most {limit:,}" if isinstance(limit, int) else f" and at most {limit:g}")
 
 
 def _check_field(f: dataclasses.Field, value: Any) -> None:
@@ -370,6 +374,8 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         raise GrokkingError(f"unknown {noun} {value!r}; choose one of {', '.join(meta['choices'])}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if isinstance(value, int) and meta["le"] is None:  # every count must fit the 64-bit integers it becomes
+        meta = {**meta, "le": MAX_INT}
     ok = math.isfinite(value)
     ok = ok and (meta["ge"] is None or value >= meta["ge"]) and (meta["gt"] is None or value > meta["gt"])
     ok = ok and (meta["le"] is None or value <= meta["le"]) and (meta["lt"] is None or value < meta["lt"])

@@ -207,7 +207,7 @@ def test_a_checkpoint_that_asks_for_a_huge_model_is_refused_before_anything_is_b
     state["config"]["d_mlp"] = 10**12
     evil = tmp_path / "huge.pt"
     torch.save(state, evil)
-    assert_one_line_error(invoke("eval", "--checkpoint", evil), "--d-mlp must be")
+    assert_one_line_error(invoke("eval", "--checkpoint", evil), "parameters")
     state["config"]["d_mlp"], state["config"]["d_model"], state["config"]["n_layers"] = 16384, 4096, 64
     torch.save(state, evil)
     assert_one_line_error(invoke("eval", "--checkpoint", evil), "parameters")
