@@ -151,10 +151,10 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
     (`> N`: not within the N steps trained)."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("point", no_wrap=True)
-    for column in ("status", "steps", "mem. at", "gen. at", "val acc"):
+    for column in ("status", "steps", "mem. at", "gen. at", "val acc", "best val"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for r in reports:
-        generalized, accuracy = r["generalization_step"], r["final_val_acc"]
+        generalized, accuracy, best = r["generalization_step"], r["final_val_acc"], r["best_val_acc"]
         table.add_row(
             r["name"],
             r["status"],
@@ -162,6 +162,7 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
             _steps(r["memorization_step"]),
             _steps(generalized) if not isinstance(generalized, str) else f"> {r['steps_done']:,}",
             "—" if accuracy is None else f"{accuracy:.1%}",
+            "—" if best is None else f"{best:.1%}",
         )
     return table
 
@@ -170,7 +171,8 @@ def runs_table(rows: list[dict[str, Any]], title: str) -> Table:
     """`grokking runs`: one row per run dir."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in COLUMNS:  # the cells overview_table_rows gives, in its order
-        table.add_column(column, justify="right" if column in ("steps", "mem. at", "gen. at", "val acc") else "left")
+        right = column in ("steps", "mem. at", "gen. at", "val acc", "best val")
+        table.add_column(column, justify="right" if right else "left")
     for cells in overview_table_rows(rows):
         table.add_row(*cells)
     return table

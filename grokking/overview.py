@@ -16,7 +16,7 @@ from grokking.errors import GrokkingError, first_line
 from grokking.operations import get_operation
 from grokking.rundir import RunDir, finite_json, summarize
 
-COLUMNS = ("run", "task", "preset", "steps", "mem. at", "gen. at", "val acc", "status", "problem")
+COLUMNS = ("run", "task", "preset", "steps", "mem. at", "gen. at", "val acc", "best val", "status", "problem")
 CHANGES_WIDTH = 40  # characters of a preset's changes shown in the table
 
 
@@ -60,6 +60,8 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
         "memorization_step": so_far["memorization_step"],
         "generalization_step": so_far["generalization_step"],
         "val_acc": so_far["final_val_acc"],
+        "best_val_acc": so_far["best_val_acc"],
+        "best_val_step": so_far["best_val_step"],
         "status": state,
         "problem": "; ".join(problems) or None,
     }
@@ -120,7 +122,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
     if len(changes) > CHANGES_WIDTH:
         changes = changes[: CHANGES_WIDTH - 1] + "…"
     preset = row["preset"] or ""
-    accuracy = row["val_acc"]
+    accuracy, best = row["val_acc"], row["best_val_acc"]
     return [
         row["run"],
         row["operation"] or "",
@@ -129,6 +131,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _count(row["memorization_step"]),
         _count(row["generalization_step"]),
         "—" if accuracy is None else f"{accuracy:.1%}",
+        "—" if best is None else f"{best:.1%} at {row['best_val_step']:,}",
         row["status"],
         row["problem"] or "",
     ]

@@ -344,6 +344,10 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
                     else:
                         missed = True
                         ax.scatter(x, p["steps_done"], s=50, marker="^", facecolors="none", edgecolors=shade, zorder=3)
+                        best = p.get("best_val_acc")
+                        if key == "generalization_step" and best is not None:  # how far it got: 95 % or chance
+                            ax.annotate(f"{best:.0%}", (x, p["steps_done"]), xytext=(0, 7), textcoords="offset points",
+                                        ha="center", fontsize=7, color=shade)  # fmt: skip
                 if finished:
                     xs.append(positions[repr(value)])
                     medians.append(_median_steps([p[key] for p in finished]))
@@ -362,7 +366,13 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
         budget = f"{budgets[0]:,} steps" if len(budgets) == 1 else "its budget"
         handles.append(
             Line2D(
-                [], [], color=ink, marker="^", markerfacecolor="none", linestyle="none", label=f"not within {budget}"
+                [],
+                [],
+                color=ink,
+                marker="^",
+                markerfacecolor="none",
+                linestyle="none",
+                label=f"not within {budget} (its best val acc above)",
             )
         )
     if len(budgets) == 1:

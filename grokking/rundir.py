@@ -308,14 +308,23 @@ def grokking_steps(records: list[dict[str, Any]]) -> dict[str, int | None]:
     return {"memorization_step": memorized, "generalization_step": generalized, "grokking_delay": gap}
 
 
+def best_validation(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best validation accuracy of any evaluation and its first step: what Power et al.'s Fig. 2 plots
+    for a budget, and what tells a run that reached 95 % from one that stayed at chance."""
+    scored = [r for r in records if isinstance(r.get("val_acc"), (int, float)) and math.isfinite(r["val_acc"])]
+    best = max(scored, key=lambda r: r["val_acc"], default=None)  # max keeps the first of equals
+    return {"best_val_acc": best and best["val_acc"], "best_val_step": best and best["step"]}
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a run's metrics say so far: the last step evaluated, the last losses and accuracies, and
-    the memorization and generalization steps."""
+    """What a run's metrics say so far: the last step evaluated, the last losses and accuracies, the
+    memorization and generalization steps, and the best validation accuracy."""
     final = records[-1] if records else {}
     return {
         "last_step": final.get("step", 0),
         **{f"final_{k}": final.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
         **grokking_steps(records),
+        **best_validation(records),
     }
 
 

@@ -40,7 +40,14 @@ from grokking.config import (
 )
 from grokking.device import available_cores
 from grokking.errors import GrokkingError, first_line
-from grokking.rundir import RunDir, atomic_write_json, check_same_config, require_directory_path, summarize
+from grokking.rundir import (
+    RunDir,
+    atomic_write_json,
+    best_validation,
+    check_same_config,
+    require_directory_path,
+    summarize,
+)
 from grokking.train import Observer, TrainingInterrupted, stop_signals, train_seeds
 
 MANIFEST = "sweep.json"
@@ -48,6 +55,7 @@ NOT_WITHIN_BUDGET = "not within budget"
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 MAX_POINTS = 10_000
 MAX_JOBS = 256
+BEST = tuple(best_validation([]))  # the keys of the best validation accuracy and its step
 
 
 def flag_aliases() -> dict[str, str]:
@@ -303,24 +311,16 @@ def point_report(point: Point) -> dict[str, Any]:
     """A point's outcome: memorization and generalization steps (or "not within budget") and accuracies."""
     status, summary = point_state(point)
     row = {"name": point.name, "values": point.values, "status": status}
+    keys = ("memorization_step", "generalization_step", "final_train_acc", "final_val_acc", *BEST)
     if summary is not None:
-        generalized = summary.get("generalization_step")
-        outcome = {
-            "steps_done": summary["steps_done"],
-            "memorization_step": summary.get("memorization_step"),
-            "generalization_step": NOT_WITHIN_BUDGET if generalized is None else generalized,
-            "final_train_acc": summary.get("final_train_acc"),
-            "final_val_acc": summary.get("final_val_acc"),
-        }
+        if not set(BEST) <= set(summary):  # a summary.json written before they were recorded
+            summary = {**summary, **best_validation(point.run.read_metrics())}
+        outcome = {"steps_done": summary["steps_done"], **{k: summary.get(k) for k in keys}}
+        if outcome["generalization_step"] is None:
+            outcome["generalization_step"] = NOT_WITHIN_BUDGET
     else:
         so_far = summarize(point.run.read_metrics())
-        outcome = {
-            "steps_done": so_far["last_step"],
-            "memorization_step": so_far["memorization_step"],
-            "generalization_step": so_far["generalization_step"],
-            "final_train_acc": so_far["final_train_acc"],
-            "final_val_acc": so_far["final_val_acc"],
-        }
+        outcome = {"steps_done": so_far["last_step"], **{k: so_far[k] for k in keys}}
     return {**row, **outcome, "budget": point.config.steps}
 
 

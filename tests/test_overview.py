@@ -20,6 +20,8 @@ from .conftest import TINY
 
 EXAMPLES = Path(__file__).parent.parent / "runs" / "examples"
 KEYS = {
+    "best_val_acc",
+    "best_val_step",
     "run",
     "operation",
     "preset",
@@ -75,6 +77,8 @@ def test_every_status_is_told_and_sweeps_are_found_recursively(finished, tmp_pat
     done = rows["done"]
     assert set(done) == KEYS
     assert (done["steps_done"], done["budget"], done["val_acc"]) == (8, 8, records[-1]["val_acc"])
+    best = max(records, key=lambda r: r["val_acc"])
+    assert (done["best_val_acc"], done["best_val_step"]) == (best["val_acc"], best["step"])
     assert done["operation"] == "x/y (= x·y⁻¹) mod 11" and done["preset"] == "tiny" and done["changes"] == ""
     assert done["problem"] is None and rows["running"]["problem"] is None
     assert rows["new"]["steps_done"] == 0 and rows["new"]["problem"] == "no metrics yet"
@@ -129,13 +133,15 @@ def test_table_cells():
         "memorization_step": 1500,
         "generalization_step": None,
         "val_acc": 0.4567,
+        "best_val_acc": 0.95,
+        "best_val_step": 11000,
         "status": "interrupted",
         "problem": None,
     }
     [cells] = overview_table_rows([row])
     assert len(cells) == len(COLUMNS)
     assert cells[2] == "paper_wd (norm_position=pre, bias=True, positions…)"
-    assert cells[3:] == ["12,000/100,000", "1,500", "—", "45.7%", "interrupted", ""]
+    assert cells[3:] == ["12,000/100,000", "1,500", "—", "45.7%", "95.0% at 11,000", "interrupted", ""]
 
 
 def test_the_command_prints_a_table_and_json(finished, tmp_path):
