@@ -65,6 +65,8 @@ GROKFAST_FILTERS = ("none", "ema", "ma")
 PRECISIONS = ("fp32", "bf16")
 VOCABULARIES = ("task", "openai")
 LAST_BATCHES = ("drop", "keep")
+SPLITS = ("permutation", "openai")
+DECAY_KINDS = ("to_zero", "to_init")
 OPENAI_VOCAB = 239  # openai/grok's tokens: eos, =, its 20 operators, the numbers 0-96 and S5's 120 permutations
 OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
 
@@ -109,12 +111,38 @@ class RunConfig:
         OPTIM,
         choices=LAST_BATCHES,
     )
-    batch_size: int | None = setting(
+    batch_size: float | None = setting(
         None,
-        "Batch size; 0 = the whole training split \\[default: min(512, n_train // 2)].",
+        "Batch size: a count, a fraction in (0, 1) of the training split (rounded up), or -1 (or 0) for the whole "
+        "split, as openai/grok's --batchsize \\[default: min(512, ceil(n_train / 2))].",
+        OPTIM,
+        ge=-1,
+        rule="a count, a fraction in (0, 1), or -1 for the whole training split",
+    )
+    weight_decay_kind: str = setting(
+        "to_zero",
+        "to_zero: decay toward 0; to_init: toward the initial weights (openai/grok's --weight_decay_kind; adamw).",
+        OPTIM,
+        choices=DECAY_KINDS,
+    )
+    noise_factor: float = setting(
+        0.0,
+        "Gaussian noise of this standard deviation added to each Adam update direction m/(√v̂+ε) before its "
+        "step size lr/(1−β₁ᵗ) scales it (openai/grok's --noise_factor).",
         OPTIM,
         ge=0,
-        rule="positive, or 0 for the whole training split",
+    )
+    anneal_lr_steps: int = setting(
+        0,
+        "After warmup, a cosine from --lr to --lr/10 over this many steps, then --lr/10 (openai/grok's --anneal_lr "
+        "with --anneal_lr_steps); 0: constant.",
+        OPTIM,
+        ge=0,
+    )
+    warmup_from_zero: bool = setting(
+        False,
+        "openai/grok's schedule: update k takes the warmup's lr of step k-1, so the first update has lr 0.",
+        OPTIM,
     )
     model: str = setting(
         "transformer",
@@ -162,6 +190,18 @@ class RunConfig:
         "default", "default (PyTorch's), or nanda: matrices N(0, 1/d-model), biases 0.", MODEL, choices=INITS
     )
     dropout: float = setting(0.0, "Dropout probability.", MODEL, ge=0, lt=1)
+    attention_dropout: bool = setting(
+        True,
+        "Dropout also on the attention probabilities and output; openai/grok has it on the MLP output only.",
+        MODEL,
+    )
+    weight_noise: float = setting(
+        0.0,
+        "Gaussian noise of this standard deviation added to every weight in each training forward (openai/grok's "
+        "--weight_noise); not with --compile.",
+        MODEL,
+        ge=0,
+    )
     loss: str = setting("cross_entropy", "cross_entropy, or stablemax (Prieto et al. 2025).", ACCEL, choices=LOSSES)
     loss_dtype: str | None = setting(
         None,
@@ -203,6 +243,20 @@ class RunConfig:
         "torch.compile the model for the training step (on CUDA with CUDA graphs); compiling takes "
         "seconds to a minute at the start, cached for later runs.",
         RUN,
+    )
+    split: str = setting(
+        "permutation",
+        "permutation: the table permuted by the split seed (this project's); openai: openai/grok's list of "
+        "equations shuffled by np.random.RandomState(split seed), the same equations in each half as its code.",
+        TASK,
+        choices=SPLITS,
+    )
+    label_noise: int = setting(
+        0,
+        "Training equations whose answer is replaced by that of a random equation (openai/grok's <op>_noisy_N); "
+        "validation stays clean.",
+        TASK,
+        ge=0,
     )
     split_seed: int | None = setting(
         None,
@@ -275,6 +329,10 @@ class RunConfig:
             )
         if self.end_token and self.logits != "vocab":
             raise GrokkingError("--end-token predicts the end token, which is not an answer: add --logits vocab")
+        if self.weight_decay_kind == "to_init" and self.optimizer != "adamw":
+            raise GrokkingError("--weight-decay-kind to_init is openai/grok's decoupled decay: use --optimizer adamw")
+        if self.weight_noise > 0 and self.compile:
+            raise GrokkingError("--weight-noise perturbs the weights of the eager forward: drop --compile")
 
 
 def task_vocab_size(config: RunConfig) -> int:
@@ -385,16 +443,33 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
 
 
 def resolve(config: RunConfig) -> RunConfig:
-    """Validate `config` and fill in what its defaults leave open: the batch size (the paper's
-    min(512, n_train // 2) unless one is given, the whole training split for 0) and the loss dtype
-    (float64 for StableMax, as Prieto et al.'s code computes it; float32 otherwise)."""
+    """Validate `config` and fill in what its defaults leave open: the batch size as a count (see
+    `batch_count`) and the loss dtype (float64 for StableMax, as Prieto et al.'s code computes it;
+    float32 otherwise)."""
     config.validate()
     n_train = n_train_examples(n_examples(config.operation, config.p), config.train_frac)
-    size = max(1, min(512, n_train // 2)) if config.batch_size is None else config.batch_size or n_train
-    if not 1 <= size <= n_train:
-        raise GrokkingError(f"--batch-size must be between 1 and the {n_train} training examples (got {size})")
+    if config.label_noise > n_train:
+        raise GrokkingError(f"--label-noise must be at most the {n_train} training examples (got {config.label_noise})")
     loss_dtype = config.loss_dtype or ("float64" if config.loss == "stablemax" else "float32")
-    return config.replace(batch_size=size, loss_dtype=loss_dtype)
+    return config.replace(batch_size=batch_count(config.batch_size, n_train), loss_dtype=loss_dtype)
+
+
+def batch_count(hint: float | None, n_train: int) -> int:
+    """The batch size of openai/grok's batch size hint over `n_train` training examples: None, the paper's
+    min(512, ceil(n_train / 2)); -1 or 0, the whole split; a fraction in (0, 1), that share rounded up;
+    otherwise a count."""
+    if hint is None:
+        return min(512, math.ceil(n_train / 2))
+    if hint in (-1, 0):
+        return n_train
+    if 0 < hint < 1:
+        return math.ceil(n_train * hint)
+    if hint != int(hint) or not 1 <= hint <= n_train:
+        raise GrokkingError(
+            f"--batch-size must be a count from 1 to the {n_train} training examples, a fraction in (0, 1) "
+            f"or -1 for all of them (got {hint:g})"
+        )
+    return int(hint)
 
 
 MAX_VALUES = 100_000  # values one range or list may name (seeds, sweep values)
@@ -449,6 +524,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         logits="vocab",
         end_token=True,
         vocab="openai",
+        attention_dropout=False,
     ),
     # This project's original model: pre-LN blocks with a final LayerNorm, GELU, biases, learned
     # positions, logits over the answers, sequences [x, op, y, =] with the loss on the answer.
@@ -461,6 +537,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         logits="answers",
         end_token=False,
         vocab="task",
+        attention_dropout=True,
     ),
 }
 
@@ -470,8 +547,11 @@ def architecture(name: str) -> dict[str, Any]:
 
 
 PRENORM = RunConfig(preset="paper")  # the paper's hyperparameters on the pre-LN model
-# ... on the paper's own model, with openai/grok's split (seed 0) and batches (a shorter last one a pass)
-PAPER = PRENORM.replace(**ARCHITECTURES["openai"], split_seed=0, last_batch="keep")
+# ... on the paper's own model, with openai/grok's split (its equations shuffled by seed 0), its batches
+# (a shorter last one a pass) and its schedule (the first update at lr 0)
+PAPER = PRENORM.replace(
+    **ARCHITECTURES["openai"], split="openai", split_seed=0, last_batch="keep", warmup_from_zero=True
+)
 
 PRESETS: dict[str, RunConfig] = {
     # Power et al. Fig. 1: plain Adam, no weight decay, a very long delay before generalization.

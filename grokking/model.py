@@ -104,12 +104,13 @@ class Block(nn.Module):
     def __init__(self, config: RunConfig):
         super().__init__()
         d_model, dropout = config.d_model, config.dropout
+        attention_dropout = dropout if config.attention_dropout else 0.0  # openai/grok: the MLP output only
         self.post = config.layer_norm and config.norm_position == "post"
         self.ln1 = layer_norm(config)
-        self.attn = CausalSelfAttention(d_model, config.n_heads, dropout, config.bias)
+        self.attn = CausalSelfAttention(d_model, config.n_heads, attention_dropout, config.bias)
         self.ln2 = layer_norm(config)
         self.mlp = FeedForward(d_model, config.hidden_width, config.activation, dropout, config.bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(attention_dropout)
 
     def attention_input(self, h: torch.Tensor) -> torch.Tensor:
         return h if self.post else self.ln1(h)
@@ -272,6 +273,19 @@ def build_model(layout: Layout, config: RunConfig) -> Transformer | MLP:
         if config.init == "nanda":
             nanda_init_(model, config.d_model)
         return model
+
+
+def noisy_weights(model: nn.Module, std: float) -> dict[str, torch.Tensor]:
+    """Every parameter plus Gaussian noise of `std`, for one training forward (openai/grok's weight noise:
+    its Linear, LayerNorm and Embedding layers add fresh noise to their weights and biases in training);
+    the gradient reaches the parameters unchanged, as through openai's sum."""
+    return {name: p + torch.randn_like(p) * std for name, p in model.named_parameters()}
+
+
+def stacks_seeds(config: RunConfig) -> dict[str, bool]:
+    """Whether the model's random parts can train seeds stacked in one tensor as if apart: dropout masks and
+    weight noise draw from one random stream, so stacked seeds would not get their own draws."""
+    return {"--dropout": config.dropout == 0, "--weight-noise": config.weight_noise == 0}
 
 
 def weight_norm(model: nn.Module) -> float:

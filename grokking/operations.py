@@ -3,9 +3,11 @@ the size of their tables, and which moduli they accept.
 
 They are openai/grok's binary operations (grok/data.py), named here: its `**2+` and `**3+` are
 square_add and cube_add, `+*` and `+-` are add_or_mul and add_or_sub, `s5`, `s5conj` and `s5aba` are
-s5_mul, s5_conj and s5_xyx. One difference: openai's `s5` composes the other way round (c = b∘a,
-i.e. c(i) = b(a(i))) where s5_mul is c = x∘y, c(i) = x(y(i)); the two tables are the same task up to
-swapping x and y.
+s5_mul, s5_conj and s5_xyx. Two differ in how the operands are written: openai's `s5` composes the
+other way round (c = b∘a, i.e. c(i) = b(a(i))) where s5_mul is c = x∘y, c(i) = x(y(i)), the same
+task with x and y swapped; and its `s5conj`, sympy's a*b*a⁻¹ (which applies a first), is a⁻¹∘b∘a,
+s5_conj with x's inverse in place of x. `Operation.openai_operands` maps each of openai's equations
+to its row here, so that openai's split can be taken over exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from grokking.errors import GrokkingError, pick
 S5_SIZE = 120
 
 
+Operands = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _same_operands(a: np.ndarray, b: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    return a, b
+
+
 @dataclass(frozen=True)
 class Operation:
     name: str
@@ -30,6 +39,9 @@ class Operation:
     needs_prime: bool = False  # the formula needs inverses mod p
     y_nonzero: bool = False  # y ranges over 1..n-1 instead of 0..n-1
     group_size: int | None = None  # a fixed group (S5) whose size does not depend on p
+    # openai/grok lists its equations by its loop variables (a, b) over the elements (b ≠ 0 where y ≠ 0):
+    # the (x, y) of this table that the equation of (a, b) is, so its split can be taken over exactly
+    openai_operands: Operands = _same_operands
 
     def n_elements(self, p: int) -> int:
         return self.group_size or p
@@ -64,6 +76,11 @@ def _s5_index(perms: np.ndarray) -> np.ndarray:
     return lookup[perms @ 5 ** np.arange(4, -1, -1)]
 
 
+def _s5_inverse(a: np.ndarray) -> np.ndarray:
+    """The element index of each element's inverse."""
+    return _s5_index(np.argsort(s5_permutations()[a], axis=1))
+
+
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a·b)(i) = a(b(i)) for rows of permutations."""
     return np.take_along_axis(a, b, axis=1)
@@ -83,7 +100,15 @@ OPERATIONS: dict[str, Operation] = {
         Operation("add", "x+y", lambda x, y, p: (x + y) % p),
         Operation("sub", "x−y", lambda x, y, p: (x - y) % p),
         Operation("mul", "x·y", lambda x, y, p: (x * y) % p),
-        Operation("div", "x/y (= x·y⁻¹)", _divide, needs_prime=True, y_nonzero=True),
+        # openai/grok lists division by answer: a/b = c is written as (a·b mod p) / b = a
+        Operation(
+            "div",
+            "x/y (= x·y⁻¹)",
+            _divide,
+            needs_prime=True,
+            y_nonzero=True,
+            openai_operands=lambda a, b, p: ((a * b) % p, b),
+        ),
         Operation("div_odd", "x/y if y odd else x−y", _divide_if_odd, needs_prime=True),
         Operation("sq_sum", "x²+y²", lambda x, y, p: (x**2 + y**2) % p),
         Operation("quad", "x²+xy+y²", lambda x, y, p: (x**2 + x * y + y**2) % p),
@@ -94,9 +119,15 @@ OPERATIONS: dict[str, Operation] = {
         Operation("cube_add", "x³+y", lambda x, y, p: (x**3 + y) % p),
         Operation("add_or_mul", "x+y if x even else x·y", lambda x, y, p: np.where(x % 2 == 0, x + y, x * y) % p),
         Operation("add_or_sub", "x+y if x even else x−y", lambda x, y, p: np.where(x % 2 == 0, x + y, x - y) % p),
-        Operation("s5_mul", "x·y", _s5(_compose), group_size=S5_SIZE),
+        # openai's s5 equation (a, b) has the answer b·a: this table's (x, y) = (b, a)
+        Operation("s5_mul", "x·y", _s5(_compose), group_size=S5_SIZE, openai_operands=lambda a, b, p: (b, a)),
+        # openai's s5conj is sympy's a*b*a⁻¹, which applies a first: a⁻¹·b·a, this table's (x, y) = (a⁻¹, b)
         Operation(
-            "s5_conj", "x·y·x⁻¹", _s5(lambda a, b: _compose(_compose(a, b), np.argsort(a, axis=1))), group_size=S5_SIZE
+            "s5_conj",
+            "x·y·x⁻¹",
+            _s5(lambda a, b: _compose(_compose(a, b), np.argsort(a, axis=1))),
+            group_size=S5_SIZE,
+            openai_operands=lambda a, b, p: (_s5_inverse(a), b),
         ),
         Operation("s5_xyx", "x·y·x", _s5(lambda a, b: _compose(_compose(a, b), a)), group_size=S5_SIZE),
     ]
@@ -126,6 +157,16 @@ def n_examples(operation: str, p: int) -> int:
     op = get_operation(operation)
     n = op.n_elements(p)
     return n * (n - 1 if op.y_nonzero else n)
+
+
+def openai_rows(operation: str, p: int) -> np.ndarray:
+    """The rows of this table in the order openai/grok lists the same equations (grok/data.py
+    `_make_binary_operation_data`: its loop over (a, b), by a then b)."""
+    op = get_operation(operation)
+    n, first_y = op.n_elements(p), 1 if op.y_nonzero else 0
+    a, b = (v.ravel() for v in np.meshgrid(np.arange(n), np.arange(first_y, n), indexing="ij"))
+    x, y = op.openai_operands(a, b, p)
+    return x * (n - first_y) + (y - first_y)
 
 
 def n_train_examples(n_examples: int, train_frac: float) -> int:

@@ -4,8 +4,8 @@ Each seed keeps its own model, optimizer, split, batches and run dir (those of i
 run); only the step is vectorized. The weights of all seeds live stacked in one tensor per
 parameter, updated by one optimizer, which is exactly an independent optimizer per seed only when
 every part of the step acts on each seed's slice alone: the optimizer's registry entry says its
-update is elementwise, each accelerator's says it takes the seeds as a batch, and the model has no
-dropout (whose masks draw from one random stream). `blockers` asks each of them.
+update is elementwise, each accelerator's says it takes the seeds as a batch, and the model draws no
+random numbers (dropout, weight noise). `blockers` asks each of them.
 
 Before a seed is evaluated or saved, the training loop asks for its slice of the stacked weights
 (and, for latest.pt, optimizer state) to be copied into its own model and optimizer, so checkpoints
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from grokking import accelerators, optim
+from grokking import accelerators, model, optim
 from grokking.accelerators import transform_gradients
 from grokking.config import RunConfig
 from grokking.device import autocast, compiled
@@ -43,7 +43,7 @@ class Seed(Protocol):
 def blockers(config: RunConfig) -> list[str]:
     """The options of `config` whose part of the step cannot act on stacked seeds as if apart; seeds
     share one vectorized step only when there is none."""
-    parts = {**optim.stacks_seeds(config), **accelerators.stacks_seeds(config), "--dropout": config.dropout == 0}
+    parts = {**optim.stacks_seeds(config), **accelerators.stacks_seeds(config), **model.stacks_seeds(config)}
     return [option for option, stacks in parts.items() if not stacks]
 
 

@@ -14,7 +14,7 @@ import torch
 
 from grokking.config import RunConfig
 from grokking.layout import Layout
-from grokking.operations import get_operation, n_train_examples, validate_task
+from grokking.operations import get_operation, n_train_examples, openai_rows, validate_task
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,26 @@ def build_dataset(operation: str, p: int, op_token: bool = True, end_token: bool
     return Dataset(torch.from_numpy(layout.tokens(x, y, answers)).long(), torch.from_numpy(answers).long(), layout)
 
 
-def split_indices(n_examples: int, train_frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A deterministic random split into (train, validation) index tensors, decided by `seed` alone."""
-    order = torch.from_numpy(np.random.default_rng([seed, 0]).permutation(n_examples))
-    n_train = n_train_examples(n_examples, train_frac)
-    return order[:n_train].sort().values, order[n_train:].sort().values
+def shuffled_rows(spec: TaskSpec, n_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table's rows in the order the split takes them (the training rows first), and for each of
+    the first `label_noise` of them the row whose answer it is given instead of its own.
+
+    split "openai" is openai/grok's `make_data`: its list of equations shuffled by
+    np.random.RandomState(seed), then `rng.choice` of the equations whose answers the first ones take;
+    "permutation" draws both from numpy Generators of the seed."""
+    if spec.split == "openai":
+        order = openai_rows(spec.operation, spec.p)
+        rng = np.random.RandomState(spec.split_seed)
+        rng.shuffle(order)
+        return order, order[rng.randint(0, n_examples, size=spec.label_noise)]  # what rng.choice draws
+    order = np.random.default_rng([spec.split_seed, 0]).permutation(n_examples)
+    return order, np.random.default_rng([spec.split_seed, 2]).integers(0, n_examples, size=spec.label_noise)
+
+
+def halves(order: np.ndarray, n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training rows (the first `n_train` of `order`) and the validation rows, each sorted."""
+    rows = torch.from_numpy(order)
+    return rows[:n_train].sort().values, rows[n_train:].sort().values
 
 
 @dataclass(frozen=True)
@@ -68,10 +83,21 @@ class TaskSpec:
     end_token: bool
     train_frac: float
     split_seed: int
+    split: str = "permutation"
+    label_noise: int = 0
 
     @classmethod
     def of(cls, config: RunConfig) -> TaskSpec:
-        return cls(config.operation, config.p, config.op_token, config.end_token, config.train_frac, config.data_seed)
+        return cls(
+            config.operation,
+            config.p,
+            config.op_token,
+            config.end_token,
+            config.train_frac,
+            config.data_seed,
+            config.split,
+            config.label_noise,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,7 @@ class TaskData:
 
     dataset: Dataset
     train_indices: torch.Tensor  # rows of the table in the training split (on the CPU)
+    noisy_rows: torch.Tensor  # training rows given another equation's answer (label noise), on the CPU
     train_inputs: torch.Tensor
     train_targets: torch.Tensor  # what the loss scores: answers [N], or answers and eos [N, 2]
     val_inputs: torch.Tensor
@@ -98,14 +125,24 @@ def load_task(task: RunConfig | TaskSpec, device: torch.device | str = "cpu") ->
     """The data of a run's task (`task`: its config, or the spec of the config)."""
     spec = task if isinstance(task, TaskSpec) else TaskSpec.of(task)
     dataset = build_dataset(spec.operation, spec.p, spec.op_token, spec.end_token)
-    train_idx, val_idx = split_indices(len(dataset.targets), spec.train_frac, spec.split_seed)
+    n_examples = len(dataset.targets)
+    order, donors = shuffled_rows(spec, n_examples)
+    train_idx, val_idx = halves(order, n_train_examples(n_examples, spec.train_frac))
+    noisy = torch.from_numpy(order[: spec.label_noise])
+    answers = dataset.targets.clone()
+    answers[noisy] = dataset.targets[torch.from_numpy(donors)]  # validation rows are never among them
+    train_targets = torch.from_numpy(dataset.layout.targets(answers[train_idx].numpy()))
     inputs = dataset.inputs.to(device)
-    train_targets, val_targets = (
-        dataset.scored_targets(train_idx).to(device),
+    train_rows, val_rows = train_idx.to(device), val_idx.to(device)
+    return TaskData(
+        dataset,
+        train_idx,
+        noisy,
+        inputs[train_rows],
+        train_targets.to(device),
+        inputs[val_rows],
         dataset.scored_targets(val_idx).to(device),
     )
-    train_rows, val_rows = train_idx.to(device), val_idx.to(device)
-    return TaskData(dataset, train_idx, inputs[train_rows], train_targets, inputs[val_rows], val_targets)
 
 
 class BatchSampler:

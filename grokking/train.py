@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.func import functional_call
 
 from grokking.accelerators import build_grokfast, transform_gradients
 from grokking.config import (
@@ -31,7 +32,7 @@ from grokking.errors import GrokkingError, first_line
 from grokking.evaluate import evaluate
 from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
-from grokking.model import build_model, layer_weight_norms, weight_norm
+from grokking.model import build_model, layer_weight_norms, noisy_weights, weight_norm
 from grokking.optim import build_optimizer, learning_rate, set_learning_rate, step_measures
 from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, blockers
@@ -260,8 +261,13 @@ class ModelStepper:
         seed = self.seed
         set_learning_rate(seed.optimizer, seed.config, step)
         batch = seed.sampler.indices(step)
+        inputs = seed.data.train_inputs[batch]
         with autocast(seed.config.precision, seed.device):
-            logits = self.forward(seed.data.train_inputs[batch], scored=True)
+            if seed.config.weight_noise:
+                weights = noisy_weights(seed.model, seed.config.weight_noise)
+                logits = functional_call(seed.model, weights, (inputs,), {"scored": True})
+            else:
+                logits = self.forward(inputs, scored=True)
         loss = answer_loss(logits, seed.data.train_targets[batch], seed.config)
         seed.optimizer.zero_grad(set_to_none=True)
         loss.backward()

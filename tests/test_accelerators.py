@@ -89,15 +89,23 @@ def test_orthograd_on_stacked_seeds_treats_each_seed_alone():
     torch.testing.assert_close(stacked.grad, torch.stack(singles))
 
 
-ACCELERATED = {
+TRAINING_OPTIONS = {  # the accelerators, and openai/grok's training options
     "grokfast-ema": dict(grokfast="ema"),
     "grokfast-ma": dict(grokfast="ma", grokfast_window=8),
     "orthograd+stablemax": dict(orthograd=True, loss="stablemax", loss_dtype="float64"),
+    "decay to init": dict(weight_decay_kind="to_init", weight_decay=5.0),
+    "update noise": dict(noise_factor=0.5),
+    "weight noise": dict(weight_noise=0.05),
+    "annealing": dict(anneal_lr_steps=15),
+    "label noise": dict(label_noise=10),
+    "openai split and schedule": dict(split="openai", warmup_from_zero=True),
+    "a fraction a batch": dict(batch_size=0.25),
+    "dropout on the MLP only": dict(dropout=0.3, attention_dropout=False),
 }
 
 
-@pytest.mark.parametrize("options", ACCELERATED.values(), ids=ACCELERATED.keys())
-def test_accelerated_runs_change_training_and_resume_exactly(tmp_path, tiny, options):
+@pytest.mark.parametrize("options", TRAINING_OPTIONS.values(), ids=TRAINING_OPTIONS.keys())
+def test_training_options_change_training_and_resume_exactly(tmp_path, tiny, options):
     config = tiny.replace(**options)
     whole, halves, plain = (RunDir(tmp_path / name) for name in ("whole", "halves", "plain"))
     train(config, whole)

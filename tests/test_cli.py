@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_run_dir(trained):
     config = json.loads(trained.config_path.read_text())
-    assert config["config"]["p"] == 11 and config["config"]["batch_size"] == 27
+    assert config["config"]["p"] == 11 and config["config"]["batch_size"] == 28  # min(512, ceil(55 / 2))
     assert {"grokking_version", "torch_version", "device"} <= set(config["runtime"])
     records = trained.read_metrics()
     assert all(set(r) == METRIC_KEYS for r in records)

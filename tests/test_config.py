@@ -85,3 +85,12 @@ def test_resources_stay_bounded(tiny):
         tiny.replace(d_model=8192, n_heads=1, n_layers=2).validate()
     with pytest.raises(GrokkingError, match="--n-layers must be"):
         tiny.replace(d_model=1, n_heads=1, n_layers=10**6).validate()
+
+
+def test_batch_size_takes_openai_groks_hints():
+    """grok/data.py calculate_batchsize: 0 (here: unset) min(512, ceil(n/2)); -1 all; a fraction, rounded up."""
+    tiny = RunConfig(p=11)  # 110 equations, 55 training ones
+    assert [resolve(tiny.replace(batch_size=hint)).batch_size for hint in (None, -1, 0, 0.25, 7)] == [28, 55, 55, 14, 7]
+    assert resolve(RunConfig()).batch_size == 512
+    with pytest.raises(GrokkingError, match="a count from 1 to the 55 training examples"):
+        resolve(tiny.replace(batch_size=56))

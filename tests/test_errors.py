@@ -68,7 +68,7 @@ CASES = [
     (["train", "--train-frac", "1.5"], None, "strictly between 0 and 1"),
     (["train", "--steps", "0"], None, "--steps must be a positive"),
     (["train", "--steps", "-5"], None, "--steps must be a positive"),
-    (["train", "--batch-size", "-1"], None, "--batch-size must be positive, or 0"),
+    (["train", "--batch-size", "2.5"], None, "--batch-size must be a count from 1 to the"),
     (["train", "--eval-every", "0"], None, "--eval-every must be a positive"),
     (["train", "--d-model", "30", "--n-heads", "4"], None, "divisible by --n-heads"),
     (["train", "--preset", "nope"], None, "paper_late, paper_wd, nanda_add, quick"),

@@ -1,14 +1,15 @@
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from grokking.config import PRESETS, RunConfig, resolve
+from grokking.config import PRESETS, SPLITS, RunConfig, resolve
 from grokking.errors import GrokkingError
 from grokking.layout import Layout
 from grokking.model import build_model
 from grokking.operations import is_prime, n_examples, validate_task
-from grokking.tasks import BatchSampler, build_dataset, load_task, split_indices
+from grokking.tasks import BatchSampler, build_dataset, load_task
 
 
 @pytest.mark.parametrize("p", [5, 11, 97])
@@ -24,17 +25,22 @@ def test_division_table_is_correct_and_complete(p):
     assert data.vocab_size == p + 2 and data.n_classes == p
 
 
-def test_split_sizes_disjoint_and_deterministic():
+@pytest.mark.parametrize("split", SPLITS)
+def test_split_sizes_disjoint_and_deterministic(split):
     n = 97 * 96
-    train, val = split_indices(n, 0.5, seed=0)
+    config = RunConfig(split=split)
+
+    def halves_of(**changes):
+        data = load_task(config.replace(**changes))
+        return data.train_indices, torch.tensor(sorted(set(range(n)) - set(data.train_indices.tolist())))
+
+    train, val = halves_of(seed=0)
     assert len(train) == 4656 and len(val) == 4656
     assert set(train.tolist()).isdisjoint(val.tolist())
     assert sorted(train.tolist() + val.tolist()) == list(range(n))
-    again_train, _ = split_indices(n, 0.5, seed=0)
-    other_train, _ = split_indices(n, 0.5, seed=1)
-    assert torch.equal(train, again_train)
-    assert not torch.equal(train, other_train)
-    assert len(split_indices(n, 0.3, seed=0)[0]) == round(0.3 * n)
+    assert torch.equal(train, halves_of(seed=0)[0])
+    assert not torch.equal(train, halves_of(seed=1)[0])
+    assert len(halves_of(train_frac=0.3)[0]) == round(0.3 * n)
 
 
 @pytest.mark.parametrize(
@@ -169,3 +175,56 @@ def test_the_paper_presets_batch_as_openai_grok_does():
     assert config.last_batch == "keep" and config.batch_size == 512
     sampler = BatchSampler.of(config, 4656, torch.device("cpu"))
     assert [len(sampler.indices(step)) for step in range(1, 12)] == [512] * 9 + [48, 512]
+
+
+def openai_division_equations() -> list[str]:
+    """openai/grok's equations of x/y mod 97 in its own order, as grok/data.py writes them: its loop over
+    (c, b), b ≠ 0, writes (b·c mod 97) / b = c."""
+    return [f"{(b * c) % 97} / {b} = {c}" for c, b in itertools.product(range(97), range(1, 97))]
+
+
+def equations_of(data, rows) -> set[str]:
+    layout, inputs = data.layout, data.dataset.inputs
+    return {f"{inputs[r, layout.x]} / {inputs[r, layout.y]} = {data.dataset.targets[r]}" for r in rows.tolist()}
+
+
+def test_the_paper_presets_train_on_openai_groks_own_half_of_the_table():
+    data = load_task(resolve(PRESETS["paper_wd"]))
+    equations = openai_division_equations()
+    np.random.RandomState(0).shuffle(equations)  # its make_data(shuffle=True, seed=0)
+    assert equations[:3] == ["77 / 47 = 78", "11 / 23 = 30", "18 / 3 = 6"]  # the first training equations
+    train = equations_of(data, data.train_indices)
+    assert train == set(equations[:4656]) and len(train) == 4656
+    assert "56 / 59 = 70" not in train  # openai's first validation equation
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_label_noise_changes_exactly_n_training_answers_and_never_validation(split):
+    config = resolve(RunConfig(p=11, split=split, label_noise=7, op_token=True, end_token=True, logits="vocab"))
+    clean, noisy = load_task(config.replace(label_noise=0)), load_task(config)
+    assert torch.equal(clean.train_indices, noisy.train_indices)
+    assert torch.equal(clean.val_targets, noisy.val_targets)
+    assert len(noisy.noisy_rows) == 7 and set(noisy.noisy_rows.tolist()) <= set(noisy.train_indices.tolist())
+    position = {row: i for i, row in enumerate(noisy.train_indices.tolist())}
+    changed = {row for row, i in position.items() if not torch.equal(clean.train_targets[i], noisy.train_targets[i])}
+    assert changed <= set(noisy.noisy_rows.tolist()) and len(changed) >= 5  # a drawn answer may be the true one
+    assert (noisy.train_targets[:, 1] == noisy.layout.ids["eos"]).all()  # only the answer is noisy, not eos
+
+
+def test_openai_label_noise_gives_the_answers_openai_grok_draws():
+    """openai's `<op>_noisy_N`: after the shuffle, rng.choice(data, N) picks equations whose answers the
+    first N equations (all in training) take."""
+    config = resolve(PRESETS["paper_wd"].replace(label_noise=5))
+    data = load_task(config)
+    equations = openai_division_equations()
+    rng = np.random.RandomState(0)
+    rng.shuffle(equations)
+    donors = rng.choice(equations, size=5)
+    expected = [f"{eq.split(' = ')[0]} = {donor.split(' = ')[1]}" for eq, donor in zip(equations, donors)]
+    position = {row: i for i, row in enumerate(data.train_indices.tolist())}
+    layout, inputs = data.layout, data.dataset.inputs
+    given = [
+        f"{inputs[r, layout.x]} / {inputs[r, layout.y]} = {data.train_targets[position[r], 0]}"
+        for r in data.noisy_rows.tolist()
+    ]
+    assert given == expected

@@ -101,7 +101,7 @@ def test_variants_train_plot_and_eval_end_to_end(tmp_path, flags):
         (["--grokfast", "fir"], "unknown --grokfast 'fir'"),
         (["--loss-dtype", "float16"], "unknown --loss-dtype"),
         (["--grokfast-alpha", "1.5"], "--grokfast-alpha must be in [0, 1)"),
-        (["--batch-size", "-1"], "--batch-size must be positive, or 0"),
+        (["--batch-size", "-2"], "--batch-size must be a count, a fraction in (0, 1), or -1"),
         (["--arch", "gpt2"], "unknown --arch 'gpt2'; choose one of openai, prenorm"),
         (["--norm-position", "middle"], "unknown --norm-position 'middle'"),
         (["--end-token"], "add --logits vocab"),
