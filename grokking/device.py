@@ -60,7 +60,8 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 def compiled(function: Callable, device: torch.device) -> Callable:
     """`function` (a module, or a function of tensors) through torch.compile; on CUDA in the
-    "reduce-overhead" mode, which replays the step's kernels as a CUDA graph."""
+    "reduce-overhead" mode, which replays the compiled kernels as CUDA graphs (only the model, or the
+    vectorized loss of many seeds, is compiled: the optimizer step stays eager; no GPU has measured it)."""
     return torch.compile(function, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
