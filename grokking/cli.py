@@ -479,9 +479,9 @@ def analyze_command(
     seed: Annotated[int, typer.Option(help="Seed of the random sets.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Fourier analysis of a run: embedding spectrum, progress measures (Nanda et al. 2023), frequency ablation.
+    """Analysis of a run: embedding spectrum, progress measures (Nanda et al. 2023), frequency ablation, sharpness.
 
-    Writes RUN_DIR/analysis/{spectrum,progress,ablation}.json and RUN_DIR/figures/{spectrum,progress,ablation}.png.
+    Writes RUN_DIR/analysis/{spectrum,progress,ablation,sharpness}.json and figures/{spectrum,progress,ablation}.png.
     """
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         results = analyze_run(run_dir, step, energy, top_k, draws, seed, progress)

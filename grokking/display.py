@@ -219,8 +219,8 @@ def bench_table(result: dict[str, Any], measured: str) -> Table:
 
 
 def analysis_lines(results: dict[str, Any]) -> list[str]:
-    """What `grokking analyze` found, in three lines."""
-    spectrum, ablation = results["spectrum"], results["ablation"]
+    """What `grokking analyze` found, in four lines."""
+    spectrum, ablation, sharp = results["spectrum"], results["ablation"], results["sharpness"]
     random_drop = "—" if ablation["random_mean_drop"] is None else f"{ablation['random_mean_drop']:.1%}"
     return [
         f"basis: {spectrum['basis_description']}",
@@ -229,4 +229,6 @@ def analysis_lines(results: dict[str, Any]) -> list[str]:
         f"ablation: val acc {ablation['baseline_val_acc']:.1%} → {ablation['key_removed_val_acc']:.1%} without "
         f"{ablation['key_removed']} (drop {ablation['key_drop']:.1%}); mean drop without {ablation['random_k']} "
         f"random others: {random_drop}",
+        f"sharpness (Keskar's ε-sharpness, ε {sharp['epsilon']:g}, {sharp['subspace']} random directions): "
+        f"{sharp['sharpness']:.4g}",
     ]

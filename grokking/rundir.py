@@ -335,7 +335,7 @@ RUN_FILES = re.compile(r"config\.json|metrics\.jsonl|summary\.json|\.lock|wandb_
 RUN_FOLDERS = {  # the folders of a run dir and the names of the files grokking writes in each
     "checkpoints": re.compile(r"(step_\d{8}|latest)\.pt"),
     "plots": re.compile(r"(accuracy|loss|metric_[A-Za-z0-9_.-]+)\.png"),
-    "analysis": re.compile(r"(spectrum|progress|ablation)\.json"),
+    "analysis": re.compile(r"(spectrum|progress|ablation|sharpness)\.json"),
     "figures": re.compile(r"(spectrum|progress|ablation)\.png"),
     "tensorboard": re.compile(r"events\.out\.tfevents\.[\w.-]+"),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -15,8 +16,10 @@ from grokking.analysis import nanda
 from grokking.analysis.figures import LOSS_FLOOR, progress_figure, wrapped
 from grokking.analysis.fourier import embedding_spectrum, fourier_basis, primitive_root
 from grokking.analysis.progress import AnswerGrid, gini
-from grokking.config import RunConfig
+from grokking.analysis.sharpness import sharpness
+from grokking.config import RunConfig, resolve
 from grokking.errors import GrokkingError
+from grokking.losses import answer_loss
 from grokking.model import build_model
 from grokking.plot import load_curves
 from grokking.rundir import RunDir
@@ -41,6 +44,7 @@ GROKS = TINY.replace(
     eval_every=100,
     checkpoint_every=400,
     snapshot_every=400,
+    batch_size=336,  # floor(673 / 2): the batch its thresholds were set with
 )
 
 
@@ -431,3 +435,33 @@ def test_bad_input_is_one_line_and_exit_2(grokked, tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
     assert tree_checksums(grokked[0].path) == before
+
+
+def test_sharpness_is_the_largest_rise_in_the_box_relative_to_the_loss(tiny):
+    """Keskar's ε-sharpness: checked against a brute-force search of every corner of a 3-dimensional box
+    (the loss is nearly linear in so small a box, so its maximum is at a corner)."""
+    config = resolve(tiny)
+    data = load_task(config)
+    model = build_model(data.layout, config)
+    result = sharpness(model, data, config, subspace=3, epsilon=1e-2, seed=1)
+    assert result == sharpness(model, data, config, subspace=3, epsilon=1e-2, seed=1)  # seeded
+    start = result["train_loss"]
+    names = [n for n, _ in model.named_parameters()]
+    x0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+    directions = torch.rand(3, len(x0), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    directions /= directions.norm(dim=1, keepdim=True)
+    lift = torch.linalg.pinv(directions).float()
+    bound = 1e-2 * ((directions @ x0.double()).abs() + 1).float()
+    corners = []
+    for signs in itertools.product((-1.0, 1.0), repeat=3):
+        shifted = x0 + lift @ (bound * torch.tensor(signs))
+        weights, offset = {}, 0
+        for name, p in zip(names, model.parameters()):
+            weights[name] = shifted[offset : offset + p.numel()].view(p.shape)
+            offset += p.numel()
+        with torch.no_grad():
+            logits = torch.func.functional_call(model, weights, (data.train_inputs,), {"scored": True})
+        corners.append(answer_loss(logits, data.train_targets, config).item())
+    best = (max(corners) - start) / (1 + start) * 100
+    assert best > 0 and result["sharpness"] == pytest.approx(best, rel=0.05)
+    assert sharpness(model, data, config, subspace=3, epsilon=1e-1, seed=1)["sharpness"] > 5 * result["sharpness"]

@@ -12,7 +12,7 @@ def test_a_small_division_table_memorizes_first_and_generalizes_later(tmp_path):
     config = RunConfig(
         preset="test", p=31, train_frac=0.7, d_model=64, n_layers=1, lr=3e-3, weight_decay=1.0,
         steps=1500, eval_every=50, checkpoint_every=1500, snapshot_every=1500, stop_on_grok=True,
-        seed=0, device="cpu",
+        seed=0, device="cpu", batch_size=325,  # floor(651 / 2): the batch its thresholds were set with
     )  # fmt: skip
     run = RunDir(tmp_path / "run")
     summary = train(config, run)

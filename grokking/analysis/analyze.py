@@ -13,6 +13,7 @@ from grokking.analysis.figures import ablation_figure, listed, progress_figure, 
 from grokking.analysis.fourier import fourier_basis, model_spectrum
 from grokking.analysis.nanda import CLUSTER_THRESHOLD, MEASURES, SOURCE, NandaSetup
 from grokking.analysis.progress import AnswerGrid, progress_measures
+from grokking.analysis.sharpness import sharpness
 from grokking.errors import GrokkingError
 from grokking.evaluate import model_from_checkpoint, run_states
 from grokking.plot import load_curves
@@ -37,8 +38,8 @@ def analyze_run(
 ) -> dict[str, Any]:
     """Analyze the checkpoints of `run_dir`; write analysis/*.json and figures/*.png there and return the results.
 
-    The spectrum and the ablation are of the checkpoint at `step` (default: the last); the progress
-    measures cover every kept checkpoint, with the key frequencies of the last one.
+    The spectrum, the ablation and the sharpness are of the checkpoint at `step` (default: the last); the
+    progress measures cover every kept checkpoint, with the key frequencies of the last one.
     """
     run = RunDir(run_dir)
     config = run.read_config()
@@ -114,6 +115,7 @@ def analyze_run(
             "checkpoints": rows,
         },
         "ablation": {**header, "step": step, **ablation},
+        "sharpness": {**header, "step": step, **sharpness(model, data, config, seed=seed)},
     }
     analysis_dir, figures_dir = run.analysis_dir, run.figures_dir
     json_paths = [analysis_dir / f"{name}.json" for name in results]
