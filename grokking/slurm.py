@@ -15,6 +15,7 @@ submitit is an optional extra; nothing here imports it until a SLURM sweep is as
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 import typing
@@ -32,7 +33,7 @@ from grokking.train import Observer, SeedRun, TrainingInterrupted, train_seeds
 
 JOBS_FILE = "slurm.json"  # beside sweep.json: {"points": {name: {"job_id", "log", "submitted"}}}
 FOLDER = "slurm"  # submitit's files: batch scripts, pickled tasks and results, logs
-EXTRA_HINT = "--slurm needs submitit, an optional extra: install it with `uv sync --extra slurm`"
+EXTRA_HINT = "SLURM sweeps need submitit, an optional extra: install it with `uv sync --extra slurm`"
 COMMON_OPTIONS = (
     "partition, time (minutes; default 60), cpus_per_task, gpus_per_node, mem (GB), account, qos, constraint, "
     "setup (a shell line run before the task)"
@@ -81,7 +82,7 @@ class PointTask:
         except ValueError:  # not the main thread: signals are not ours to take
             handler = None
         try:
-            threads = available_cores()
+            threads = task_threads()
             if not warned:  # a warning before training took SIGTERM over would otherwise be lost
                 summary = train_seeds([config], [run_dir], observer=TaskLog(threads), threads=threads, log=log)[0]
                 print(f"done: {summary['steps_done']:,} steps, stopped: {summary['stopped']}", flush=True)
@@ -104,6 +105,17 @@ class PointTask:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """What submitit requeues after the warning: the same call, continuing from latest.pt."""
         return require_submitit().helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def task_threads() -> int:
+    """The CPUs SLURM gave the task, within the cores it may run on: a cluster that does not bind a
+    task to its cores shows it the whole node, which the tasks sharing the node would oversubscribe."""
+    cores = available_cores()
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return min(cores, int(value))
+    return cores
 
 
 class TaskLog(Observer):
@@ -272,7 +284,12 @@ def submit_sweep(sweep: Sweep, executor: Any, log: Sequence[str] = ()) -> tuple[
     for point, job in zip(todo, jobs):
         recorded[point.name] = {"job_id": job.job_id, "log": str(job.paths.stderr), "submitted": now}
     atomic_write_json(sweep.out_dir / JOBS_FILE, {"points": recorded})
-    return jobs, sweep_status(sweep)
+    submitted = {p.name for p in todo}
+    for report in reports:  # as sacct will tell: these are pending now
+        if report["name"] in submitted:
+            job = recorded[report["name"]]
+            report.update(status="queued", job_id=job["job_id"], log=job["log"], slurm_state="PENDING")
+    return jobs, reports
 
 
 def failure_lines(reports: Sequence[dict[str, Any]]) -> list[str]:

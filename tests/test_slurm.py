@@ -3,6 +3,7 @@ whose tasks are real processes: real submission, batch script, signals, requeue 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from grokking import main
 from grokking.rundir import RunDir
-from grokking.slurm import parse_slurm_options, read_jobs, submit_sweep, sweep_status
+from grokking.slurm import parse_slurm_options, read_jobs, status_of, submit_sweep, sweep_status
 from grokking.sweep import load_sweep, plan_sweep
 from grokking.train import train_seeds
 
@@ -121,6 +122,8 @@ def test_sweep_is_one_array_whose_tasks_train_the_points_and_rerunning_submits_n
     status = invoke("sweep", "--status", "--out-dir", out)
     assert status.exit_code == 0, status.output
     assert status.output.count("done") == 4 and "1000_3" in status.output
+    runs = invoke("runs", out, "--json")  # submitit's folder beside the run dirs is no run of its own
+    assert runs.exit_code == 0 and len(json.loads(runs.output)) == 4
 
 
 def stop_mid_run(slurm: FakeSlurm, tasks: dict[str, RunDir]) -> list[int]:
@@ -140,47 +143,50 @@ def stop_mid_run(slurm: FakeSlurm, tasks: dict[str, RunDir]) -> list[int]:
 
 
 @pytest.mark.slow
-def test_preempted_task_resumes_exactly_and_a_failed_point_is_reported_then_resubmitted(slurm, tmp_path):
+def test_preempted_task_resumes_exactly_and_a_cancelled_point_is_reported_then_resubmitted(slurm, tmp_path):
     out = tmp_path / "sweep"
     result = invoke(*SWEEP, "--grid", "seed=0-1", "--out-dir", out)
     assert result.exit_code == 0, result.output
-    preempted, killed = load_sweep(out).points
-    frozen = stop_mid_run(slurm, {"1000_0": preempted.run, "1000_1": killed.run})
+    preempted, cancelled = load_sweep(out).points
+    frozen = stop_mid_run(slurm, {"1000_0": preempted.run, "1000_1": cancelled.run})
     submitit.SlurmJob(out / "slurm", "1000_0")._interrupt()  # pre-emption as submitit fakes it: SIGTERM, then USR2
-    subprocess.run(["scancel", "--signal", "KILL", "1000_1"], check=True)  # as the OOM killer: no checkpoint
+    subprocess.run(["scancel", "1000_1"], check=True)  # SIGTERM alone: a checkpoint, and no requeue
     for pid in frozen:
         os.kill(pid, signal.SIGCONT)
     slurm.wait_until_ended()
 
     assert slurm.read("1000_0", "restarts") == "1" and slurm.read("1000_0", "state") == "COMPLETED"
-    sittings = re.findall(r"from step (\d+) of 50", (out / "slurm" / "1000_0_0_log.out").read_text())
-    assert sittings[0] == "0" and 0 < int(sittings[1]) < 50  # the requeued task resumed where it stopped
+    assert slurm.read("1000_1", "restarts") == "" and slurm.read("1000_1", "state") == "CANCELLED"
+    sittings = re.findall(r"from step (\d+) of 50 \((\d+) threads?\)", (out / "slurm" / "1000_0_0_log.out").read_text())
+    assert sittings[0] == ("0", "1") and 0 < int(sittings[1][0]) < 50  # resumed where it stopped, on its one CPU
     assert without_timing(preempted.run) == reference(tmp_path, 0)
     reports = sweep_status(load_sweep(out))
     assert [(r["status"], r["job_id"]) for r in reports] == [("done", "1000_0"), ("failed", "1000_1")]
     assert Path(reports[1]["log"]).is_file() and reports[1]["log"].endswith("1000_1_0_log.err")
+    assert "stopped by SIGTERM" in Path(reports[1]["log"]).read_text()
     status = invoke("sweep", "--status", "--out-dir", out)
-    assert status.exit_code == 0 and "job 1000_1 ended FAILED before the point was done; its log: " in status.output
+    assert status.exit_code == 0 and "job 1000_1 ended CANCELLED before the point was done; its log: " in status.output
 
     again = invoke(*SWEEP, "--grid", "seed=0-1", "--out-dir", out)
     assert again.exit_code == 0, again.output
     assert "1 of 2 points submitted as SLURM job 1001 (one task)" in again.output
     slurm.wait_until_ended()
-    assert without_timing(killed.run) == reference(tmp_path, 1)
+    (sitting,) = re.findall(r"from step (\d+) of 50", (out / "slurm" / "1001_0_log.out").read_text())
+    assert 0 < int(sitting) < 50  # from the checkpoint the cancelled task saved
+    assert without_timing(cancelled.run) == reference(tmp_path, 1)
     assert [r["status"] for r in sweep_status(load_sweep(out))] == ["done", "done"]
 
 
 @pytest.mark.slow
 def test_points_run_through_submitits_local_executor(tmp_path):
-    sweep = plan_sweep("quick", ["seed=0-1"], tmp_path / "sweep", {"steps": 50}, ["p=11"])
+    # one point: the local executor's tasks share this machine's cores, each taking all of them
+    sweep = plan_sweep("quick", ["seed=0"], tmp_path / "sweep", {"steps": 50}, ["p=11"])
     executor = submitit.LocalExecutor(folder=tmp_path / "sweep" / "slurm")
     executor.update_parameters(timeout_min=10)
-    jobs, reports = submit_sweep(sweep, executor)
-    assert len(jobs) == 2 and set(read_jobs(sweep.out_dir)) == {p.name for p in sweep.points}
-    summaries = [job.result() for job in jobs]
-    assert summaries == [p.run.read_summary() for p in sweep.points]
-    assert [s["steps_done"] for s in summaries] == [50, 50]
-    assert submit_sweep(sweep, executor)[0] == []  # all done: nothing to submit
+    (job,), reports = submit_sweep(sweep, executor)
+    assert [(r["status"], r["job_id"]) for r in reports] == [("queued", job.job_id)]
+    assert job.result() == sweep.points[0].run.read_summary() and job.result()["steps_done"] == 50
+    assert submit_sweep(sweep, executor)[0] == []  # done: nothing to submit
 
 
 def test_slurm_options_take_submitits_types():
@@ -221,6 +227,15 @@ def test_without_the_extra_slurm_names_it(tmp_path, monkeypatch):
     result = invoke("sweep", "--grid", "seed=0-1", "--slurm", "--out-dir", tmp_path / "sweep")
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "`uv sync --extra slurm`" in result.output
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [("PENDING", "queued"), ("REQUEUED", "queued"), ("RUNNING", "running"), ("CANCELLED by 0", "failed")]
+    + [("TIMEOUT", "failed"), ("OUT_OF_MEMORY", "failed"), ("COMPLETED", "failed"), ("UNKNOWN", "unknown")],
+)
+def test_a_points_status_follows_its_jobs_state_until_its_run_dir_is_done(state, status):
+    assert status_of(state) == status  # COMPLETED without a finished run dir: the task ended early
 
 
 def test_slurm_opt_needs_slurm(tmp_path):
