@@ -50,8 +50,11 @@ from grokking.loggers import check_available
 from grokking.overview import overview
 from grokking.plot import plot_runs, plot_sweep, watch_runs
 from grokking.rundir import RunDir, to_json
+from grokking.slurm import COMMON_OPTIONS as COMMON_SLURM_OPTIONS
+from grokking.slurm import failure_lines, slurm_executor, submit_sweep, submitted_text, sweep_status
 from grokking.sweep import (
     MANIFEST,
+    load_sweep,
     plan_sweep,
     point_report,
     refresh_manifest,
@@ -284,16 +287,40 @@ def sweep_command(
     dry_run: Annotated[bool, typer.Option(help="List the points (done, partial or new) and exit.")] = False,
     log: Annotated[list[str] | None, typer.Option(help=LOG_HELP)] = None,
     jobs: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Points trained side by side, each in its own process with an equal share of the cores "
-            "(at least one thread); 1 trains one point after another with a progress bar."
+            "(at least one thread); 1 trains one point after another with a progress bar. "
+            "With --slurm: tasks of the array running at once. \\[default: 1; with --slurm: no cap]"
         ),
-    ] = 1,
+    ] = None,
     emit_commands: Annotated[
         bool,
         typer.Option(
             help="Write sweep.json and print one `grokking train` command a point (for GNU parallel or a SLURM array)."
+        ),
+    ] = False,
+    slurm: Annotated[
+        bool,
+        typer.Option(
+            help="Submit the points not done or queued as one SLURM job array (submitit; `uv sync --extra slurm`) "
+            "and return; a task stopped at its time limit or pre-empted is requeued and resumes.",
+            rich_help_panel="On a cluster",
+        ),
+    ] = False,
+    slurm_opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"SLURM setting KEY=VALUE of every task, passed to submitit: {COMMON_SLURM_OPTIONS}; repeatable.",
+            rich_help_panel="On a cluster",
+        ),
+    ] = None,
+    status: Annotated[
+        bool,
+        typer.Option(
+            help="Show each point of the sweep in --out-dir as done, queued, running or failed, "
+            "with its SLURM job and log, and exit.",
+            rich_help_panel="On a cluster",
         ),
     ] = False,
     **flags: Any,
@@ -301,6 +328,17 @@ def sweep_command(
     """Train a grid of configs, one run dir a point; running it again skips finished points and resumes the rest."""
     if out_dir is None:
         raise GrokkingError("give --out-dir DIR, the folder for the sweep's run dirs")
+    if status:
+        reports = sweep_status(load_sweep(out_dir))
+        console.print(display.sweep_table(reports, f"sweep {out_dir}"))
+        for line in failure_lines(reports):
+            err_console.print(line, markup=False, highlight=False)
+        return
+    if slurm_opt and not slurm:
+        raise GrokkingError("--slurm-opt sets the SLURM tasks of --slurm; add --slurm")
+    if slurm and (emit_commands or dry_run):
+        raise GrokkingError("--slurm submits the sweep; give it without --emit-commands and --dry-run")
+    executor = slurm_executor(out_dir, jobs, slurm_opt or []) if slurm else None
     fixed = given_fields(flags)
     check_available(log or ())
     sweep = plan_sweep(preset, grid or [], out_dir, fixed, settings or [], arch)
@@ -315,6 +353,14 @@ def sweep_command(
     if dry_run:
         console.print(display.sweep_table([point_report(p) for p in sweep.points], f"sweep {out_dir} (dry run)"))
         return
+    if executor is not None:
+        submitted, reports = submit_sweep(sweep, executor, log or ())
+        console.print(display.sweep_table(reports, f"sweep {out_dir}"))
+        follow = shlex.join(["grokking", "sweep", "--status", "--out-dir", str(out_dir)])
+        done = submitted_text(submitted, reports)
+        err_console.print(f"{done}; `{follow}` follows them", markup=False, highlight=False)
+        return
+    jobs = 1 if jobs is None else jobs  # here, one point after another unless told
     try:
         with display.TrainingProgress(err_console) as observer:
             say = observer.console.print

@@ -148,11 +148,15 @@ def eval_table(rows: list[dict[str, Any]]) -> Table:
 
 def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
     """One row a point: status, steps done of the budget, memorization and generalization steps
-    (`> N`: not within the N steps trained)."""
+    (`> N`: not within the N steps trained), and where points went to SLURM their job and log."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("point", no_wrap=True)
     for column in ("status", "steps", "mem. at", "gen. at", "val acc", "best val"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
+    jobs = any("job_id" in r for r in reports)
+    if jobs:
+        table.add_column("job", no_wrap=True)
+        table.add_column("log", overflow="fold")
     for r in reports:
         generalized, accuracy, best = r["generalization_step"], r["final_val_acc"], r["best_val_acc"]
         table.add_row(
@@ -163,6 +167,7 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
             _steps(generalized) if not isinstance(generalized, str) else f"> {r['steps_done']:,}",
             "—" if accuracy is None else f"{accuracy:.1%}",
             "—" if best is None else f"{best:.1%}",
+            *((r.get("job_id", "—"), r.get("log") or "—") if jobs else ()),
         )
     return table
 

@@ -358,6 +358,12 @@ def outcome_text(report: dict[str, Any]) -> str:
     )
 
 
+def check_jobs(jobs: int) -> None:
+    """--jobs: points trained at once, here or as tasks of a SLURM array."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
+
+
 def run_sweep(
     sweep: Sweep,
     observer: Observer | None = None,
@@ -369,8 +375,7 @@ def run_sweep(
     `say` what happens, each point logged to the experiment loggers `log`; return every point's report.
     With `jobs` > 1, that many points (or seed groups) train side by side, each in its own process
     with an equal share of the cores (at least one thread), and `observer` is not told their steps."""
-    if not 1 <= jobs <= MAX_JOBS:
-        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
+    check_jobs(jobs)
     write_manifest(sweep)
     todo = [p for p in sweep.points if point_state(p)[0] != "done"]
     done = len(sweep.points) - len(todo)

@@ -320,7 +320,7 @@ def run_loop(
         observer.advanced(step, runs)
         if diverged:
             raise TrainingDiverged(diverged[0].run, step)
-        if stop_requests:
+        if stop_requests and final:  # a request that came during this step stops after the next, with its checkpoint
             raise TrainingInterrupted(stop_requests[0], step)
 
 

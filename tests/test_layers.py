@@ -37,6 +37,7 @@ LAYERS = {
     "analysis": 6,
     "api": 6,
     "display": 7,
+    "slurm": 7,  # drives sweep's points on a cluster; beside display, which it does not need
     "cli": 8,
 }
 ENTRY_POINTS = {"__init__", "__main__"}  # they import the CLI (lazily), which is their job

@@ -13,7 +13,7 @@ import pytest
 
 from grokking.errors import GrokkingError
 from grokking.rundir import RunDir
-from grokking.train import is_snapshot_step, train
+from grokking.train import Observer, TrainingInterrupted, is_snapshot_step, train
 
 from .conftest import TINY_FLAGS, without_timing
 
@@ -90,3 +90,23 @@ def test_retention_is_dense_early_and_sparse_late(tiny):
     assert kept[:5] == [1, 2, 4, 8, 16]
     assert 100_000 in kept and 1_000_000 in kept and 150_000 not in kept
     assert len(kept) == 20 + 10 - 0  # 2^0..2^19 and every 100k (none of those is a power of two)
+
+
+class SignalAt(Observer):
+    """Sends this process SIGTERM while step `step` evaluates: after the loop decided whether it is the last."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def evaluated(self, run, record):
+        if record["step"] == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_stop_during_a_step_stops_with_a_checkpoint(tmp_path, tiny):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(tiny, run, observer=SignalAt(4))  # checkpoint_every 10: only a stop saves latest.pt this early
+    assert stop.value.step == 5 and run.latest_path.is_file()
+    summary = train(tiny, run)
+    assert summary["steps_done"] == tiny.steps and run.read_metrics()[0]["step"] == 1
