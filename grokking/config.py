@@ -65,7 +65,7 @@ GROKFAST_FILTERS = ("none", "ema", "ma")
 PRECISIONS = ("fp32", "bf16")
 VOCABULARIES = ("task", "openai")
 LAST_BATCHES = ("drop", "keep")
-SPLITS = ("permutation", "openai")
+SPLITS = ("permutation", "openai", "nanda")
 DECAY_KINDS = ("to_zero", "to_init")
 OPENAI_VOCAB = 239  # openai/grok's tokens: eos, =, its 20 operators, the numbers 0-96 and S5's 120 permutations
 OPERATION_HELP = "; ".join(f"{name} ({op.describe('p')})" for name, op in OPERATIONS.items())
@@ -163,6 +163,9 @@ class RunConfig:
         choices=NORM_POSITIONS,
     )
     bias: bool = setting(True, "Biases in the attention and MLP linear layers (openai/grok has none).", MODEL)
+    attention_bias: bool = setting(
+        True, "With --bias, biases in the attention's maps too (Nanda et al.'s model has them in the MLP only).", MODEL
+    )
     positions: str = setting(
         "learned", "learned position embeddings, or fixed sinusoidal ones (openai/grok).", MODEL, choices=POSITIONS
     )
@@ -248,7 +251,8 @@ class RunConfig:
     split: str = setting(
         "permutation",
         "permutation: the table permuted by the split seed (this project's); openai: openai/grok's list of "
-        "equations shuffled by np.random.RandomState(split seed), the same equations in each half as its code.",
+        "equations shuffled by np.random.RandomState(split seed), the same equations in each half as its code; "
+        "nanda: Nanda et al.'s pairs shuffled by Python's random with the seed, the first int(frac·N) training.",
         TASK,
         choices=SPLITS,
     )
@@ -448,7 +452,7 @@ def resolve(config: RunConfig) -> RunConfig:
     `batch_count`) and the loss dtype (float64 for StableMax, as Prieto et al.'s code computes it;
     float32 otherwise)."""
     config.validate()
-    n_train = n_train_examples(n_examples(config.operation, config.p), config.train_frac)
+    n_train = n_train_examples(n_examples(config.operation, config.p), config.train_frac, config.split)
     if config.label_noise > n_train:
         raise GrokkingError(f"--label-noise must be at most the {n_train} training examples (got {config.label_noise})")
     loss_dtype = config.loss_dtype or ("float64" if config.loss == "stablemax" else "float32")
@@ -526,6 +530,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         end_token=True,
         vocab="openai",
         attention_dropout=False,
+        attention_bias=False,
     ),
     # This project's original model: pre-LN blocks with a final LayerNorm, GELU, biases, learned
     # positions, logits over the answers, sequences [x, op, y, =] with the loss on the answer.
@@ -539,6 +544,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         end_token=False,
         vocab="task",
         attention_dropout=True,
+        attention_bias=True,
     ),
 }
 
@@ -568,8 +574,10 @@ PRESETS: dict[str, RunConfig] = {
     # Power et al. Fig. 2 (left): AdamW with weight decay 1, the intervention that generalizes from the least
     # training data within a 10⁵-step budget.
     "paper_wd": PAPER.replace(preset="paper_wd", optimizer="adamw", weight_decay=1.0, steps=100_000),
-    # Nanda et al. 2023: x+y mod 113 on 30 % of the table, full-batch AdamW, one layer without
-    # LayerNorm, ReLU MLP of width 512, tokens [x, y, =], their initialisation.
+    # Nanda et al. 2023 as their transformers.py trains it: x+y mod 113, their split of 30 % of the pairs
+    # (3,830), full-batch AdamW with their warmup (the first update at lr 0), 50,000 steps; one layer without
+    # LayerNorm, attention without biases, ReLU MLP of width 512 with biases, tokens [x, y, =], logits over
+    # all 114 tokens, their initialisation.
     "nanda_add": PRENORM.replace(
         preset="nanda_add",
         operation="add",
@@ -582,7 +590,11 @@ PRESETS: dict[str, RunConfig] = {
         activation="relu",
         op_token=False,
         init="nanda",
-        steps=40_000,
+        attention_bias=False,
+        logits="vocab",
+        split="nanda",
+        warmup_from_zero=True,
+        steps=50_000,
         checkpoint_every=1000,
         snapshot_every=5000,
     ),

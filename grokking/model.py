@@ -105,9 +105,10 @@ class Block(nn.Module):
         super().__init__()
         d_model, dropout = config.d_model, config.dropout
         attention_dropout = dropout if config.attention_dropout else 0.0  # openai/grok: the MLP output only
+        attention_bias = config.bias and config.attention_bias  # Nanda et al.: biases in the MLP only
         self.post = config.layer_norm and config.norm_position == "post"
         self.ln1 = layer_norm(config)
-        self.attn = CausalSelfAttention(d_model, config.n_heads, attention_dropout, config.bias)
+        self.attn = CausalSelfAttention(d_model, config.n_heads, attention_dropout, attention_bias)
         self.ln2 = layer_norm(config)
         self.mlp = FeedForward(d_model, config.hidden_width, config.activation, dropout, config.bias)
         self.drop = nn.Dropout(attention_dropout)

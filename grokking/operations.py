@@ -169,5 +169,7 @@ def openai_rows(operation: str, p: int) -> np.ndarray:
     return x * (n - first_y) + (y - first_y)
 
 
-def n_train_examples(n_examples: int, train_frac: float) -> int:
-    return min(max(round(train_frac * n_examples), 1), n_examples - 1)
+def n_train_examples(n_examples: int, train_frac: float, split: str = "permutation") -> int:
+    """The training equations of a split: round(frac·N) (as openai/grok), int(frac·N) for Nanda et al.'s."""
+    share = train_frac * n_examples
+    return min(max(int(share) if split == "nanda" else round(share), 1), n_examples - 1)

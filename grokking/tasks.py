@@ -7,6 +7,7 @@ cache of task data keyed by the spec cannot hand one run another run's data.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +58,19 @@ def shuffled_rows(spec: TaskSpec, n_examples: int) -> tuple[np.ndarray, np.ndarr
 
     split "openai" is openai/grok's `make_data`: its list of equations shuffled by
     np.random.RandomState(seed), then `rng.choice` of the equations whose answers the first ones take;
-    "permutation" draws both from numpy Generators of the seed."""
+    "nanda" is Nanda et al.'s `gen_train_test` (`random.seed(seed); random.shuffle(pairs)`, the table
+    in the same x-major order); "permutation" and the label noise of "nanda" draw from numpy Generators."""
     if spec.split == "openai":
         order = openai_rows(spec.operation, spec.p)
         rng = np.random.RandomState(spec.split_seed)
         rng.shuffle(order)
         return order, order[rng.randint(0, n_examples, size=spec.label_noise)]  # what rng.choice draws
-    order = np.random.default_rng([spec.split_seed, 0]).permutation(n_examples)
+    if spec.split == "nanda":
+        pairs = list(range(n_examples))
+        random.Random(spec.split_seed).shuffle(pairs)
+        order = np.array(pairs)
+    else:
+        order = np.random.default_rng([spec.split_seed, 0]).permutation(n_examples)
     return order, np.random.default_rng([spec.split_seed, 2]).integers(0, n_examples, size=spec.label_noise)
 
 
@@ -127,7 +134,7 @@ def load_task(task: RunConfig | TaskSpec, device: torch.device | str = "cpu") ->
     dataset = build_dataset(spec.operation, spec.p, spec.op_token, spec.end_token)
     n_examples = len(dataset.targets)
     order, donors = shuffled_rows(spec, n_examples)
-    train_idx, val_idx = halves(order, n_train_examples(n_examples, spec.train_frac))
+    train_idx, val_idx = halves(order, n_train_examples(n_examples, spec.train_frac, spec.split))
     noisy = torch.from_numpy(order[: spec.label_noise])
     answers = dataset.targets.clone()
     answers[noisy] = dataset.targets[torch.from_numpy(donors)]  # validation rows are never among them

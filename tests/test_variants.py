@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import matplotlib.pyplot as plt
 import pytest
@@ -15,9 +16,10 @@ from grokking.config import ARCHITECTURES, PRESETS, RunConfig, resolve
 from grokking.errors import GrokkingError
 from grokking.layout import Layout
 from grokking.model import MLP, build_model
+from grokking.optim import learning_rate
 from grokking.plot import chance_line
 from grokking.rundir import RunDir
-from grokking.tasks import build_dataset
+from grokking.tasks import build_dataset, load_task
 from grokking.train import train
 
 from .conftest import TINY_FLAGS
@@ -30,16 +32,28 @@ def test_without_the_op_token_sequences_are_x_y_equals():
 
 
 def test_nanda_add_is_nandas_setup():
+    """As their transformers.py: gen_train_test's split (random.seed(0); random.shuffle(pairs);
+    int(0.3 · 12769) = 3830 training pairs), full batch, one layer, no attention biases (W_Q, W_K, W_V,
+    W_O only; b_in and b_out in the MLP), 114 logits (d_vocab = p + 1), warmup from lr 0, 50,000 epochs."""
     config = resolve(PRESETS["nanda_add"])
-    assert (config.operation, config.p, config.train_frac) == ("add", 113, 0.3)
-    assert config.batch_size == round(0.3 * 113**2)  # full batch
+    assert (config.operation, config.p, config.train_frac, config.steps) == ("add", 113, 0.3, 50_000)
+    pairs = [(i, j) for i in range(113) for j in range(113)]
+    random.seed(0)
+    random.shuffle(pairs)
+    data = load_task(config)
+    assert config.batch_size == data.n_train == len(pairs[:3830])  # full batch
+    x, y = data.dataset.inputs[data.train_indices, 0], data.dataset.inputs[data.train_indices, 1]
+    assert set(zip(x.tolist(), y.tolist())) == set(pairs[:3830])
     assert (config.n_layers, config.d_model, config.n_heads, config.hidden_width) == (1, 128, 4, 512)
     assert not config.layer_norm and not config.op_token and config.activation == "relu" and config.init == "nanda"
     assert (config.optimizer, config.lr, config.weight_decay, config.beta2) == ("adamw", 1e-3, 1.0, 0.98)
-    model = build_model(Layout.of(113, op_token=False), config)
+    assert learning_rate(config, 1) == 0.0 and learning_rate(config, 11) == 1e-3
+    model = build_model(data.layout, config)
     assert isinstance(model.blocks[0].ln1, torch.nn.Identity)
     assert isinstance(model.blocks[0].mlp.activation, torch.nn.ReLU) and model.blocks[0].mlp.w_in.out_features == 512
-    assert model.position_embedding.num_embeddings == 3
+    assert model.position_embedding.num_embeddings == 3 and model.unembed.out_features == 114
+    biases = [name for name, _ in model.named_parameters() if name.endswith("bias")]
+    assert biases == ["blocks.0.mlp.0.bias", "blocks.0.mlp.2.bias"]
 
 
 def test_nanda_init_scales_every_matrix_by_the_width_and_zeroes_biases():
