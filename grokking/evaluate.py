@@ -104,7 +104,7 @@ def checkpoint_paths(run: RunDir) -> dict[int, Path]:
     latest.pt if it is newer."""
     run.require_exists()
     paths = {int(path.stem.removeprefix("step_")): path for path in run.snapshots()}
-    if run.latest_path.is_file():
+    if run.latest_path.exists():  # one that is not a regular file is warned of, not passed over
         try:
             latest_step = int(load_checkpoint(run.latest_path)["step"])
         except GrokkingError as error:

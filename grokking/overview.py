@@ -42,12 +42,17 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
     except (GrokkingError, OSError) as e:
         problems.append(_sentence(e, run, "config.json"))
     records = _read_metrics(run, problems)
-    summary = run.read_summary()
-    if summary is None and run.summary_path.exists():
+    summary, summary_readable = None, True
+    try:
+        summary = run.read_summary()
+    except GrokkingError as e:
+        problems.append(_sentence(e, run, "summary.json"))
+        summary_readable = False
+    if summary is None and summary_readable and run.summary_path.exists():
         problems.append("summary.json is unreadable or incomplete")
     so_far = summarize(records or [])
     steps_done = max(so_far["last_step"], summary["steps_done"] if summary else 0)
-    state = _status(run, config, records is not None, summary, steps_done)
+    state = _status(run, config, records is not None and summary_readable, summary, steps_done)
     if state == "new":
         problems.append("no metrics yet")
     row = {
@@ -91,7 +96,7 @@ def _read_metrics(run: RunDir, problems: list[str]) -> list[dict[str, Any]] | No
 def _status(
     run: RunDir, config: RunConfig | None, readable: bool, summary: dict[str, Any] | None, steps_done: int
 ) -> str:
-    """running (a live process holds the lock), broken (config or metrics unreadable), grokked or
+    """running (a live process holds the lock), broken (config, metrics or summary unreadable), grokked or
     diverged (as summary.json says), finished (summary at the budget), interrupted or new."""
     if run.training_process() is not None:
         return "running"

@@ -14,12 +14,13 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -48,6 +49,62 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Bounds on what a reader takes in, far above any real run's file, so that a file that is not one
+# fails in one line instead of filling the memory.
+JSON_LIMIT = 16 * 2**20  # config.json, summary.json, sweep.json (10,000 points), .lock, wandb_id
+METRICS_LIMIT = 512 * 2**20  # metrics.jsonl: over a million evaluations
+CHECKPOINT_LIMIT = 8 * 2**30  # the largest model config.py allows, with Adam's state
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+@contextmanager
+def open_regular(path: Path, limit: int) -> Iterator[IO[bytes]]:
+    """`path` opened for reading, refused (GrokkingError) unless it is a regular file of at most
+    `limit` bytes: a FIFO would block the reader and a device such as /dev/zero never ends. A symbolic
+    link to a regular file is followed. A missing file raises FileNotFoundError, for the caller to tell."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO does not wait for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+            raise GrokkingError(
+                f"{path} is {kind}, not a regular file; grokking reads only regular files: "
+                "put back the file grokking wrote there, or remove it"
+            )
+        if info.st_size > limit:
+            raise too_large(path, limit)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path` (see `open_regular`), at most `limit` of them even if it grows."""
+    with open_regular(path, limit) as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(path, limit)
+    return data
+
+
+def too_large(path: Path, limit: int) -> GrokkingError:
+    return GrokkingError(
+        f"{path} holds more than the {limit:,} bytes grokking reads from a {path.name} (far more than any "
+        "run writes); it is not one grokking wrote: restore it from a copy or remove it"
+    )
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run dir or sweep, bounded as `read_regular`; unreadable JSON is a GrokkingError."""
+    try:
+        return json.loads(read_regular(path, JSON_LIMIT))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise GrokkingError(f"{path} is not valid JSON ({e}); restore it or remove it") from None
 
 
 def finite_json(value: Any) -> Any:
@@ -180,12 +237,10 @@ class RunDir:
 
     def read_config(self) -> RunConfig:
         self.require_exists()
-        if not self.config_path.is_file():
-            raise GrokkingError(f"{self.config_path} is missing: {self.path} is not a grokking run dir")
         try:
-            data = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GrokkingError(f"{self.config_path} is not valid JSON ({e}); restore it or start a new run") from None
+            data = read_json(self.config_path)
+        except FileNotFoundError:
+            raise GrokkingError(f"{self.config_path} is missing: {self.path} is not a grokking run dir") from None
         if not isinstance(data, dict) or "config" not in data:
             raise GrokkingError(f"{self.config_path} has no 'config' object; it was not written by grokking")
         return RunConfig.from_dict(data["config"], source=str(self.config_path))
@@ -202,7 +257,7 @@ class RunDir:
         with a step that is not a count or a value that is not a number) is skipped with a warning
         naming the file and line."""
         try:
-            lines = self.metrics_path.read_bytes().splitlines()
+            lines = read_regular(self.metrics_path, METRICS_LIMIT).splitlines()
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -237,10 +292,11 @@ class RunDir:
         atomic_write_json(self.summary_path, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
-        """summary.json as written by a finished training, or None (absent, unreadable, not ours)."""
+        """summary.json as written by a finished training, or None (absent, torn, not ours); a summary.json
+        that is no regular file is a GrokkingError, as for every reader."""
         try:
-            summary = json.loads(self.summary_path.read_text())
-        except (OSError, ValueError):
+            summary = json.loads(read_regular(self.summary_path, JSON_LIMIT))
+        except (OSError, ValueError):  # absent, or torn (a UnicodeDecodeError is a ValueError too)
             return None
         return summary if isinstance(summary, dict) and isinstance(summary.get("steps_done"), int) else None
 
@@ -267,10 +323,13 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint of plain tensors and primitives; anything that would run code is refused."""
-    if not path.is_file():
-        raise GrokkingError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, CHECKPOINT_LIMIT) as file:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GrokkingError(f"checkpoint {path} does not exist") from None
+    except GrokkingError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         reason = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
@@ -438,7 +497,7 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
         f"{run.path} holds a run with a different config",
         "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir",
     )
-    if run.latest_path.is_file():
+    if run.latest_path.exists():  # a latest.pt that is not a regular file is refused by load_checkpoint
         state = load_checkpoint(run.latest_path)
         stored = checkpoint_config(state, run.latest_path)
         check_same_config(stored, config, f"{run.latest_path} is from a different config", "use --overwrite")
@@ -464,7 +523,7 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
 def _lock_owner(lock_path: Path) -> int | None:
     """The pid in a lock file, or None when there is no lock (or it is unreadable, i.e. stale)."""
     try:
-        pid = int(lock_path.read_text().strip())
-    except (OSError, ValueError):
+        pid = int(read_regular(lock_path, JSON_LIMIT).strip())
+    except (OSError, ValueError, GrokkingError):
         return None
     return pid if 0 < pid < 2**31 else None  # 0 and -1 would name process groups to os.kill

@@ -10,7 +10,6 @@ flags of emitted commands come from the config's own field metadata.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import multiprocessing
 import re
@@ -39,7 +38,14 @@ from grokking.config import (
 )
 from grokking.device import available_cores
 from grokking.errors import GrokkingError, first_line
-from grokking.rundir import RunDir, atomic_write_json, check_same_config, require_directory_path, summarize
+from grokking.rundir import (
+    RunDir,
+    atomic_write_json,
+    check_same_config,
+    read_json,
+    require_directory_path,
+    summarize,
+)
 from grokking.train import Observer, TrainingInterrupted, stop_signals, train_seeds
 
 MANIFEST = "sweep.json"
@@ -237,19 +243,13 @@ def plan_sweep(
     return build_sweep(base.replace(**fixed), grid, out_dir)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GrokkingError(f"cannot read {path} ({e}); restore it or remove it") from None
-
-
 def load_sweep(out_dir: Path) -> Sweep:
     """The sweep described by `out_dir/sweep.json`."""
     path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        raise GrokkingError(f"{path} does not exist; pass the --out-dir of a `grokking sweep`")
-    data = _read_json(path)
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise GrokkingError(f"{path} does not exist; pass the --out-dir of a `grokking sweep`") from None
     grid = data.get("grid") if isinstance(data, dict) else None
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()) or "base" not in data:
         raise GrokkingError(f"{path} has no grid and base config; it was not written by `grokking sweep`")
@@ -263,9 +263,10 @@ def load_sweep(out_dir: Path) -> Sweep:
 def _check_manifest(sweep: Sweep) -> None:
     """Refuse to replace the sweep.json of a different sweep (other swept keys or base config)."""
     path = sweep.out_dir / MANIFEST
-    if not path.is_file():
+    try:
+        old = read_json(path)
+    except FileNotFoundError:
         return
-    old = _read_json(path)
     old_base = RunConfig.from_dict(old.get("base"), source=str(path)) if isinstance(old, dict) else None
     old_keys = list(old.get("grid") or {}) if isinstance(old, dict) else None
     # compared resolved, so that a default left open (None) equals the value an older sweep.json wrote out

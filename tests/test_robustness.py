@@ -389,7 +389,7 @@ def test_a_folder_where_metrics_jsonl_should_be_is_one_line(trained, tmp_path):
     run = copy_of(trained, tmp_path)
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").mkdir()
-    assert_one_line_error(invoke("plot", "--run-dir", run), "cannot read")
+    assert_one_line_error(invoke("plot", "--run-dir", run), "metrics.jsonl is a folder, not a regular file")
 
 
 def test_ctrl_c_during_set_up_is_one_line_and_exit_130(monkeypatch):

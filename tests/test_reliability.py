@@ -1,0 +1,199 @@
+"""Reliability against a hostile run dir or environment (issue 36), one section per class of failure:
+bounded reads, any locale, diverged models, truthful messages, the `runs` listing, no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from grokking import main
+from grokking.errors import GrokkingError
+from grokking.rundir import RunDir, load_checkpoint
+from grokking.sweep import load_sweep
+
+from .conftest import TINY_FLAGS
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+class Hung(Exception):
+    """Not an OSError, so that no reader's error handling can swallow it."""
+
+
+@contextmanager
+def no_hang(seconds: int = 20) -> Iterator[None]:
+    """Fail, rather than wait forever, when a read blocks (a FIFO with no writer blocks its opener)."""
+
+    def give_up(*args):
+        raise Hung(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def limit_memory() -> None:
+    """In a child: a cap on its heap, so that an unbounded read fails there instead of filling the machine."""
+    cap = 6 * 2**30
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
+
+def grokking_process(*args, env: dict[str, str] | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    """`grokking ARGS` in a process of its own (what a user runs), memory-capped and timed out."""
+    return subprocess.run(
+        [sys.executable, "-m", "grokking", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        preexec_fn=limit_memory,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("reliability") / "run"
+    assert invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run).exit_code == 0
+    return run
+
+
+def copy_of(trained: Path, to: Path) -> Path:
+    return Path(shutil.copytree(trained, to))
+
+
+def make_hostile(path: Path, kind: str) -> None:
+    """Replace `path` with a FIFO (no writer: opening it blocks) or a link to an endless device."""
+    path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(f"/dev/{kind}")
+
+
+# 1. bounded reads: only regular files, with a size bound --------------------------------------------
+
+HOSTILE_FILES = ["config.json", "metrics.jsonl", "summary.json", ".lock", "checkpoints/latest.pt"]
+
+
+def test_bounded_reads_runs_marks_each_hostile_run_dir_broken_and_lists_the_others(trained, tmp_path):
+    root = tmp_path / "runs"
+    copy_of(trained, root / "good")
+    for kind in ("fifo", "zero", "urandom"):
+        for name in HOSTILE_FILES[:4]:
+            make_hostile(copy_of(trained, root / f"{kind}-{name.strip('.')}") / name, kind)
+    result = grokking_process("runs", root, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["run"]: row for row in json.loads(result.stdout)}
+    assert rows.pop("good")["status"] == "finished"
+    assert len(rows) == 12
+    for name, row in rows.items():
+        file = name.split("-", 1)[1]
+        if file == "lock":  # a lock that cannot be read is stale: the run is listed as it stands
+            assert row["status"] == "finished", row
+        else:
+            assert row["status"] == "broken" and "not a regular file" in row["problem"] and file in row["problem"], row
+
+
+READERS = {
+    "config.json": RunDir.read_config,
+    "metrics.jsonl": RunDir.read_metrics,
+    "summary.json": RunDir.read_summary,
+    "checkpoints/latest.pt": lambda run: load_checkpoint(run.latest_path),
+}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_bounded_reads_every_reader_refuses_a_fifo(trained, tmp_path, name):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    make_hostile(run.path / name, "fifo")
+    with no_hang(), pytest.raises(GrokkingError, match=f"{name} is a FIFO, not a regular file"):
+        READERS[name](run)
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
+def test_bounded_reads_commands_refuse_a_fifo_in_one_line(trained, tmp_path, name):
+    run = copy_of(trained, tmp_path / "run")
+    make_hostile(run / name, "fifo")
+    with no_hang():
+        assert_one_line_error(invoke("plot", "--run-dir", run), "not a regular file")
+        assert_one_line_error(invoke("analyze", "--run-dir", run), "not a regular file")
+        if name == "config.json":
+            assert_one_line_error(invoke("eval", "--run-dir", run), "not a regular file")
+
+
+def test_bounded_reads_a_lock_that_cannot_be_read_is_stale(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    make_hostile(run.lock_path, "fifo")
+    with no_hang():
+        assert run.training_process() is None
+
+
+def test_bounded_reads_resume_from_a_hostile_latest_checkpoint_is_one_line(trained, tmp_path):
+    run = copy_of(trained, tmp_path / "run")
+    make_hostile(run / "checkpoints" / "latest.pt", "fifo")
+    with no_hang():
+        result = invoke("train", *TINY_FLAGS, "--steps", "30", "--run-dir", run, "--resume")
+    assert_one_line_error(result, "latest.pt is a FIFO, not a regular file")
+
+
+def test_bounded_reads_an_endless_device_is_refused_by_every_command(trained, tmp_path):
+    run = copy_of(trained, tmp_path / "run")
+    make_hostile(run / "metrics.jsonl", "zero")
+    make_hostile(run / "checkpoints" / "latest.pt", "urandom")
+    for args in (["plot", "--run-dir", run], ["eval", "--checkpoint", run / "checkpoints" / "latest.pt"]):
+        result = grokking_process(*args)
+        assert result.returncode == 2 and "not a regular file" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bounded_reads_a_sweep_json_fifo_is_refused(tmp_path):
+    make_hostile(tmp_path / "sweep.json", "fifo")
+    with no_hang(), pytest.raises(GrokkingError, match="sweep.json is a FIFO, not a regular file"):
+        load_sweep(tmp_path)
+
+
+def test_bounded_reads_a_file_past_the_bound_is_refused_naming_the_bound(trained, tmp_path, monkeypatch):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    monkeypatch.setattr("grokking.rundir.METRICS_LIMIT", 1000)
+    with open(run.metrics_path, "ab") as f:
+        f.write(b"\n" * 1000)
+    with pytest.raises(GrokkingError, match="more than the 1,000 bytes"):
+        run.read_metrics()
+    monkeypatch.setattr("grokking.rundir.JSON_LIMIT", 10)
+    with pytest.raises(GrokkingError, match=r"config\.json .* more than the 10 bytes"):
+        run.read_config()
+
+
+def test_bounded_reads_a_symlink_to_a_regular_file_is_still_read(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    kept = tmp_path / "kept.jsonl"
+    run.metrics_path.rename(kept)
+    run.metrics_path.symlink_to(kept)
+    assert len(run.read_metrics()) == len(RunDir(trained).read_metrics())
