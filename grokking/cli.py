@@ -110,11 +110,16 @@ def command(function: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> None:
+        with display.guarded_output():
+            guarded(*args, **kwargs)
+
+    def guarded(*args: Any, **kwargs: Any) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
                 warnings.showwarning = show_warning
                 function(*args, **kwargs)
+                display.flush_output()
         except GrokkingError as e:
             report_error(str(e))
             raise typer.Exit(code=2) from None

@@ -3,10 +3,14 @@ evaluation in a log file) and the tables of results."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import codecs
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from rich import box
 from rich.console import Console
@@ -15,8 +19,95 @@ from rich.table import Table
 from rich.text import Text
 
 from grokking.config import GENERALIZED, RunConfig
+from grokking.errors import naming
 from grokking.overview import COLUMNS, overview_table_rows
 from grokking.train import Observer, SeedRun
+
+# ASCII stand-ins for the characters our output uses, where a stream cannot encode them (LANG=C,
+# PYTHONIOENCODING=ascii); others fall back to their decomposition (ḡ -> g), a letter's name (λ -> lamda) or ?.
+ASCII_STAND_INS = {
+    "·": ".", "−": "-", "—": "-", "–": "-", "…": "...", "≥": ">=", "≤": "<=", "≈": "~", "←": "<-", "→": "->",
+    "×": "x", "±": "+/-", "│": "|", "━": "-", "✓": "v", "•": "*", "§": "S", "√": "sqrt", "∘": "o", "⊥": "_|_",
+}  # fmt: skip
+SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+
+
+def ascii_text(text: str) -> str:
+    """`text` with every character outside ASCII replaced by a stand-in; a run of superscripts becomes
+    an exponent (y⁻¹ -> y^-1)."""
+    out, superscript = [], False
+    for char in text:
+        if char.isascii():
+            out.append(char)
+        elif char in "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺":
+            out.append(("" if superscript else "^") + char.translate(SUPERSCRIPTS))
+        else:
+            out.append(_ascii_char(char))
+        superscript = char in "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
+    return "".join(out)
+
+
+def _ascii_char(char: str) -> str:
+    if char in ASCII_STAND_INS:
+        return ASCII_STAND_INS[char]
+    decomposed = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+    if decomposed:
+        return decomposed
+    return unicodedata.name(char, "?").split()[-1].lower() if char.isalpha() else "?"
+
+
+class OutputStream:
+    """sys.stdout or sys.stderr for a command: a character the stream's encoding lacks is written as its
+    ASCII stand-in instead of raising (so that LANG=C never loses a finished run's summary to a print),
+    and a failed write names the stream ("standard output: No space left on device")."""
+
+    def __init__(self, stream: TextIO, name: str):
+        self._stream, self._name = stream, name
+
+    def write(self, text: str) -> int:
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:  # checked here: stderr would write \u2502 rather than raise
+            text = text.encode(encoding, "grokking.ascii").decode(encoding)
+        with naming(self._name):
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with naming(self._name):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...: the stream's own
+        return getattr(self._stream, name)
+
+
+def _encode_as_ascii(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return ascii_text(error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("grokking.ascii", _encode_as_ascii)
+
+
+@contextmanager
+def guarded_output() -> Iterator[None]:
+    """Standard output and error as `OutputStream`s while a command runs (a closed one stays None)."""
+    saved = sys.stdout, sys.stderr
+    if sys.stdout is not None:
+        sys.stdout = OutputStream(sys.stdout, "standard output")  # type: ignore[assignment]
+    if sys.stderr is not None:
+        sys.stderr = OutputStream(sys.stderr, "standard error")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def flush_output() -> None:
+    """Flush standard output, so that a failed write is told by the command, not lost at exit."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
 
 
 class RateColumn(ProgressColumn):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import statistics
@@ -30,7 +31,7 @@ from grokking.config import (  # noqa: E402
 )
 from grokking.errors import GrokkingError  # noqa: E402
 from grokking.operations import get_operation  # noqa: E402
-from grokking.rundir import RunDir, grokking_steps  # noqa: E402
+from grokking.rundir import RunDir, atomic_write_bytes, grokking_steps  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -203,10 +204,14 @@ def _loss_label(config: RunConfig) -> str:
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    """Write `fig` as a PNG at `path` atomically (a full disk leaves the old figure, not half a new one)."""
+    buffer = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buffer, dpi=150, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -26,7 +26,7 @@ import torch
 
 from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, config_differences, resolve
 from grokking.device import process_alive
-from grokking.errors import GrokkingError, first_line
+from grokking.errors import GrokkingError, first_line, naming
 from grokking.operations import get_operation
 
 
@@ -40,12 +40,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_for(path)
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(str(path)):
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -248,7 +249,7 @@ class RunDir:
     # metrics.jsonl -----------------------------------------------------------------------------
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
+        with naming(str(self.metrics_path)), self.metrics_path.open("a") as f:
             f.write(to_json(record) + "\n")
             f.flush()
 

@@ -3,6 +3,7 @@ bounded reads, any locale, diverged models, truthful messages, the `runs` listin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -197,3 +198,52 @@ def test_bounded_reads_a_symlink_to_a_regular_file_is_still_read(trained, tmp_pa
     run.metrics_path.rename(kept)
     run.metrics_path.symlink_to(kept)
     assert len(run.read_metrics()) == len(RunDir(trained).read_metrics())
+
+
+# 2. any locale: output falls back to ASCII where the stream cannot encode ----------------------------
+
+ASCII_LOCALE = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+
+
+def test_locale_training_and_listing_finish_under_an_ascii_locale(tmp_path):
+    run = tmp_path / "runs" / "run"
+    result = grokking_process("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, env=ASCII_LOCALE)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert RunDir(run).read_summary()["steps_done"] == 20
+    assert "steps_done" in result.stdout and "| 20 " in result.stdout  # the summary table, in ASCII
+    assert "train loss 2" in result.stderr and "\\u" not in result.stderr  # progress lines with stand-ins
+    listing = grokking_process("runs", tmp_path / "runs", env=ASCII_LOCALE)
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert "run" in listing.stdout and "finished" in listing.stdout and "mod 11" in listing.stdout
+
+
+def test_locale_ascii_stand_ins_keep_the_meaning():
+    from grokking.display import ascii_text
+
+    assert ascii_text("x·y⁻¹ mod 47 — val acc ≥ 99% … 3×") == "x.y^-1 mod 47 - val acc >= 99% ... 3x"
+    assert ascii_text("λ = 1 · ḡ") == "lamda = 1 . g"
+
+
+def test_locale_a_failed_write_names_standard_output(trained, tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "grokking", "runs", str(trained.parent)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: standard output: No space left on device"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_locale_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(OSError) as raised:
+        run.write_summary({"steps_done": 1})
+    assert raised.value.filename == str(run.summary_path) and not run.summary_path.exists()
