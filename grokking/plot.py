@@ -31,7 +31,7 @@ from grokking.config import (  # noqa: E402
 )
 from grokking.errors import GrokkingError  # noqa: E402
 from grokking.operations import get_operation  # noqa: E402
-from grokking.rundir import RunDir, atomic_write_bytes, grokking_steps  # noqa: E402
+from grokking.rundir import RunDir, atomic_write_bytes, check_targets, grokking_steps  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,11 +220,11 @@ def plot_runs(run_dirs: list[Path], out: Path | None = None) -> list[Path]:
     if not run_dirs:
         raise GrokkingError("give at least one --run-dir")
     all_curves = [load_curves(RunDir(path)) for path in run_dirs]
-    if len(all_curves) == 1:
-        return _single(all_curves[0], out or RunDir(run_dirs[0]).plots_dir)
-    if out is None:
+    if len(all_curves) > 1 and out is None:
         raise GrokkingError("with several --run-dir, also pass --out DIR for the overlay figures")
-    return _overlay(all_curves, out)
+    out = out or RunDir(run_dirs[0]).plots_dir
+    check_targets(out / f"{kind}.png" for kind in KINDS)
+    return _single(all_curves[0], out) if len(all_curves) == 1 else _overlay(all_curves, out)
 
 
 def watch_runs(

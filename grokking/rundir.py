@@ -457,9 +457,27 @@ def default_run_dir(config: RunConfig, out_dir: str | os.PathLike = "runs") -> R
 
 def require_directory_path(path: Path, option: str) -> None:
     """Refuse a path of which some part is a file, where a folder must go."""
-    for part in (path, *path.parents):
-        if part.exists() and not part.is_dir():
-            raise GrokkingError(f"{part} is a file, not a directory; choose another {option}")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise GrokkingError(f"{blocker} is a file, not a directory; choose another {option}")
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The part of `folder` (itself or a parent) that exists and is not a folder, if any."""
+    return next((part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()), None)
+
+
+def check_targets(paths: Iterable[Path]) -> None:
+    """Refuse, before a command writes any of `paths`, when one of them cannot be written for what stands
+    in its way (a file where its folder goes, a folder where it goes), so that such a command writes all
+    of its files or none."""
+    for path in paths:
+        blocker = file_in_the_way(path.parent)
+        if blocker is not None:
+            raise GrokkingError(f"{blocker} is a file where a folder must go; move it away (nothing was written)")
+        if path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise GrokkingError(f"{path} is {kind} where a file must go; move it away (nothing was written)")
 
 
 def check_same_config(stored: RunConfig, config: RunConfig, what: str, advice: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import resource
 import shutil
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from grokking import main
@@ -23,7 +25,7 @@ from grokking.errors import GrokkingError
 from grokking.rundir import RunDir, load_checkpoint
 from grokking.sweep import load_sweep
 
-from .conftest import TINY_FLAGS
+from .conftest import TINY_FLAGS, tree_checksums
 
 runner = CliRunner()
 
@@ -247,3 +249,56 @@ def test_locale_a_failed_write_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as raised:
         run.write_summary({"steps_done": 1})
     assert raised.value.filename == str(run.summary_path) and not run.summary_path.exists()
+
+
+# 3. analysis of a diverged model ----------------------------------------------------------------------
+
+
+def diverge(checkpoint: Path) -> None:
+    """Make the weights of `checkpoint` NaN, as a run that blew up saves them."""
+    state = torch.load(checkpoint, weights_only=True)
+    for tensor in state["model"].values():
+        if tensor.is_floating_point():
+            tensor.fill_(math.nan)
+    torch.save(state, checkpoint)
+
+
+def test_diverged_analysis_skips_non_finite_checkpoints_and_names_them(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    diverge(run.latest_path)
+    diverge(run.snapshot_path(20))
+    result = invoke("analyze", "--run-dir", run.path, "--draws", "1")
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.stderr and "non-finite" in result.stderr and "20" in result.stderr
+    progress = json.loads((run.analysis_dir / "progress.json").read_text())
+    assert [row["step"] for row in progress["checkpoints"]][-1] == 16
+    assert json.loads((run.analysis_dir / "spectrum.json").read_text())["step"] == 16
+    assert_one_line_error(invoke("analyze", "--run-dir", run.path, "--step", "20"), "step-20 checkpoint")
+
+
+def test_diverged_analysis_of_a_run_with_no_finite_checkpoint_is_one_line(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    for checkpoint in [run.latest_path, *run.snapshots()]:
+        diverge(checkpoint)
+    before = tree_checksums(run.path)
+    assert_one_line_error(invoke("analyze", "--run-dir", run.path), "non-finite")
+    assert tree_checksums(run.path) == before
+
+
+# 6. a failing command leaves no partial output ---------------------------------------------------------
+
+
+def test_partial_output_analyze_writes_nothing_when_a_figure_cannot_be_written(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    run.figures_dir.write_text("not a folder")
+    before = tree_checksums(run.path)
+    assert_one_line_error(invoke("analyze", "--run-dir", run.path, "--draws", "1"), "figures is a file")
+    assert tree_checksums(run.path) == before and not run.analysis_dir.exists()
+
+
+def test_partial_output_plot_writes_nothing_when_one_figure_cannot_be_written(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    (run.plots_dir / "loss.png").mkdir(parents=True)
+    before = tree_checksums(run.path)
+    assert_one_line_error(invoke("plot", "--run-dir", run.path), "loss.png is a folder")
+    assert tree_checksums(run.path) == before

@@ -382,7 +382,7 @@ def test_file_system_errors_are_one_line(trained, tmp_path):
     assert_one_line_error(invoke("train", *TINY_FLAGS, "--steps", "4", "--run-dir", loop / "run"), "loop")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_one_line_error(invoke("plot", "--run-dir", trained, "--out", blocker / "plots"), "Not a directory")
+    assert_one_line_error(invoke("plot", "--run-dir", trained, "--out", blocker / "plots"), "is a file where a folder")
 
 
 def test_a_folder_where_metrics_jsonl_should_be_is_one_line(trained, tmp_path):
