@@ -52,6 +52,7 @@ from grokking.plot import plot_runs, plot_sweep, watch_runs
 from grokking.rundir import RunDir, to_json
 from grokking.sweep import (
     MANIFEST,
+    check_jobs,
     plan_sweep,
     point_report,
     refresh_manifest,
@@ -295,6 +296,7 @@ def sweep_command(
         raise GrokkingError("give --out-dir DIR, the folder for the sweep's run dirs")
     fixed = {k: v for k, v in dict(steps=steps, device=device).items() if v is not None}
     check_available(log or ())
+    check_jobs(jobs)
     sweep = plan_sweep(preset, grid or [], out_dir, fixed, settings or [], arch)
     if emit_commands:
         commands = train_commands(sweep)

@@ -24,7 +24,15 @@ from typing import IO, Any
 
 import torch
 
-from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, config_differences, resolve
+from grokking.config import (
+    GENERALIZED,
+    MEMORIZED,
+    RESUMABLE_FIELDS,
+    RunConfig,
+    config_differences,
+    flag_name,
+    resolve,
+)
 from grokking.device import process_alive
 from grokking.errors import GrokkingError, first_line, naming
 from grokking.operations import get_operation
@@ -132,6 +140,8 @@ class RunDir:
     """Paths and readers/writers of one run directory."""
 
     def __init__(self, path: str | os.PathLike):
+        if not isinstance(path, (str, os.PathLike)):  # the Python API takes any value
+            raise GrokkingError(f"a run dir is a path (str or pathlib.Path), not a {type(path).__name__}")
         self.path = Path(path)
 
     @property
@@ -174,6 +184,8 @@ class RunDir:
         return sorted(p for p in self.checkpoint_dir.glob("step_*.pt") if RUN_FOLDERS["checkpoints"].fullmatch(p.name))
 
     def require_exists(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise GrokkingError(f"{self.path} is a file, not a run dir; pass the folder `grokking train` wrote")
         if not self.path.is_dir():
             raise GrokkingError(f"run dir {self.path} does not exist; pass the folder `grokking train` wrote")
 
@@ -510,12 +522,14 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
         if resume:
             raise GrokkingError(f"nothing to resume: {run.path} holds no run; drop --resume to start one")
         return False
-    check_same_config(
-        run.read_config(),
-        config,
-        f"{run.path} holds a run with a different config",
-        "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir",
-    )
+    if resume:
+        resumable = ", ".join(flag_name(name) for name in sorted(RESUMABLE_FIELDS))
+        what = f"--resume continues {run.path} with its saved config, and the settings given differ from it"
+        advice = f"drop them (a resumed run may change only {resumable}), or give --overwrite to start over"
+    else:
+        what = f"{run.path} holds a run with a different config"
+        advice = "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir"
+    check_same_config(run.read_config(), config, what, advice)
     if run.latest_path.exists():  # a latest.pt that is not a regular file is refused by load_checkpoint
         state = load_checkpoint(run.latest_path)
         stored = checkpoint_config(state, run.latest_path)

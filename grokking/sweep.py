@@ -204,8 +204,9 @@ def build_sweep(base: RunConfig, grid: dict[str, list[Any]], out_dir: Path) -> S
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination))
         name = point_name(values)
+        config = RunConfig.from_dict({**base.to_dict(), **values}, source=f"sweep point {name}")
         try:
-            config = resolve(RunConfig.from_dict({**base.to_dict(), **values}, source=name))
+            config = resolve(config)
         except GrokkingError as e:
             raise GrokkingError(f"sweep point {name}: {e}") from None
         points.append(Point(name, values, config, RunDir(out_dir / name)))
@@ -257,7 +258,11 @@ def load_sweep(out_dir: Path) -> Sweep:
         scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
         if key not in field_types() or key == "preset" or not values or not scalars or repeated(values):
             raise GrokkingError(f"{path}: grid key {key!r} has no valid list of values; restore the file or remove it")
-    return build_sweep(RunConfig.from_dict(data["base"], source=str(path)), grid, Path(out_dir))
+    base = RunConfig.from_dict(data["base"], source=str(path))
+    try:
+        return build_sweep(base, grid, Path(out_dir))
+    except GrokkingError as e:  # a grid value of the file: name the file
+        raise GrokkingError(f"{path}: {e}") from None
 
 
 def _check_manifest(sweep: Sweep) -> None:
@@ -337,8 +342,23 @@ def write_manifest(sweep: Sweep, record: dict[str, Any] | None = None) -> Path:
 
 
 def train_commands(sweep: Sweep) -> list[str]:
-    """One `grokking train …` line a point, reproducing its config exactly (for GNU parallel, SLURM)."""
-    return [command_line(p.config, p.run) for p in sweep.points]
+    """One `grokking train …` line a point, reproducing its config exactly (for GNU parallel, SLURM).
+
+    A line break or other control character in a run dir's path would split its command (shell quoting
+    keeps it, but line by line readers do not), so such a sweep is refused: call this before writing."""
+    commands = [command_line(p.config, p.run) for p in sweep.points]
+    if any(not char.isprintable() for line in commands for char in line):
+        raise GrokkingError(
+            f"{str(sweep.out_dir)!r} holds a line break or another control character, which would split the "
+            "commands one a line; choose an --out-dir without one"
+        )
+    return commands
+
+
+def check_jobs(jobs: int) -> None:
+    """--jobs, checked the same way whether the sweep trains or only plans (--dry-run, --emit-commands)."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
 
 
 def _seed_groups(points: list[Point]) -> list[list[Point]]:
@@ -368,8 +388,7 @@ def run_sweep(
     `say` what happens, each point logged to the experiment loggers `log`; return every point's report.
     With `jobs` > 1, that many points (or seed groups) train side by side, each in its own process
     with an equal share of the cores (at least one thread), and `observer` is not told their steps."""
-    if not 1 <= jobs <= MAX_JOBS:
-        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
+    check_jobs(jobs)
     write_manifest(sweep)
     todo = [p for p in sweep.points if point_state(p)[0] != "done"]
     done = len(sweep.points) - len(todo)

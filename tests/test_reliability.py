@@ -302,3 +302,76 @@ def test_partial_output_plot_writes_nothing_when_one_figure_cannot_be_written(tr
     before = tree_checksums(run.path)
     assert_one_line_error(invoke("plot", "--run-dir", run.path), "loss.png is a folder")
     assert tree_checksums(run.path) == before
+
+
+# 4. messages that tell the truth ----------------------------------------------------------------------
+
+
+def test_messages_resume_with_a_changed_flag_says_what_differs_and_what_resume_does(trained, tmp_path):
+    run = copy_of(trained, tmp_path / "run")
+    result = invoke("train", "--run-dir", run, "--resume", "--lr", "0.01")
+    assert_one_line_error(result, "--resume continues")
+    assert "lr: 0.003 -> 0.01" in result.stderr and "use --resume" not in result.stderr
+    assert "--steps" in result.stderr  # what may change on resume
+
+
+def test_messages_a_latest_checkpoint_without_resume_state_names_what_is_missing(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    shutil.copy(run.snapshot_path(20), run.latest_path)  # a kept snapshot holds no optimizer or RNG state
+    result = invoke("train", *TINY_FLAGS, "--steps", "30", "--run-dir", run.path, "--resume")
+    assert_one_line_error(result, "optimizer")
+    assert "torch_rng" in result.stderr and "data split" not in result.stderr
+
+
+def test_messages_a_bad_value_in_config_json_names_the_file_and_key(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    saved = json.loads(run.config_path.read_text())
+    saved["config"]["lr"] = -1
+    run.config_path.write_text(json.dumps(saved))
+    result = invoke("plot", "--run-dir", run.path)
+    assert_one_line_error(result, f"{run.config_path}: lr must be")
+    assert "--lr" not in result.stderr
+
+
+def test_messages_a_bad_value_in_sweep_json_names_the_file(tmp_path):
+    out = tmp_path / "sweep"
+    assert invoke("sweep", "--grid", "seed=0,1", "--steps", "4", "--out-dir", out, "--emit-commands").exit_code == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    manifest["grid"] = {"lr": [-1.0]}
+    (out / "sweep.json").write_text(json.dumps(manifest))
+    with pytest.raises(GrokkingError, match=r"sweep\.json: sweep point lr=-1\.0: lr must be positive"):
+        load_sweep(out)
+
+
+def test_messages_load_run_on_a_file_says_it_is_a_file(tmp_path):
+    from grokking import load_run
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(GrokkingError, match="is a file, not a run dir"):
+        load_run(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "100000"])
+def test_messages_sweep_dry_run_refuses_the_jobs_the_real_sweep_refuses(tmp_path, jobs):
+    result = invoke("sweep", "--grid", "seed=0,1", "--out-dir", tmp_path / "s", "--dry-run", "--jobs", jobs)
+    assert_one_line_error(result, "--jobs must be between 1 and")
+
+
+def test_messages_emitted_commands_are_one_line_each_or_refused(tmp_path):
+    out = tmp_path / "odd\nname"
+    result = invoke("sweep", "--grid", "seed=0,1", "--steps", "4", "--out-dir", out, "--emit-commands")
+    assert_one_line_error(result, "line break")
+    assert not out.exists()  # refused before sweep.json was written
+
+
+def test_messages_the_python_api_refuses_wrong_types_in_one_line(tmp_path):
+    from grokking.config import PRESETS
+    from grokking.train import train
+
+    with pytest.raises(GrokkingError, match="takes a RunConfig"):
+        train({"p": 47}, tmp_path / "run")
+    with pytest.raises(GrokkingError, match=r"p should be of type int \(got '47'\)"):
+        train(PRESETS["quick"].replace(p="47"), tmp_path / "run")
+    with pytest.raises(GrokkingError, match="a run dir is a path"):
+        train(PRESETS["quick"], 47)
+    assert not (tmp_path / "run").exists()

@@ -207,7 +207,7 @@ def test_a_checkpoint_that_asks_for_a_huge_model_is_refused_before_anything_is_b
     state["config"]["d_mlp"] = 10**12
     evil = tmp_path / "huge.pt"
     torch.save(state, evil)
-    assert_one_line_error(invoke("eval", "--checkpoint", evil), "--d-mlp must be")
+    assert_one_line_error(invoke("eval", "--checkpoint", evil), "huge.pt: d_mlp must be")
     state["config"]["d_mlp"], state["config"]["d_model"], state["config"]["n_layers"] = 16384, 4096, 64
     torch.save(state, evil)
     assert_one_line_error(invoke("eval", "--checkpoint", evil), "parameters")
@@ -306,7 +306,7 @@ def test_a_config_with_nonsense_values_is_refused(trained, tmp_path):
     data = json.loads((run / "config.json").read_text())
     data["config"]["p"] = -5
     (run / "config.json").write_text(json.dumps(data))
-    assert_one_line_error(invoke("plot", "--run-dir", run), "--p must be")
+    assert_one_line_error(invoke("plot", "--run-dir", run), "config.json: p must be")
 
 
 def test_a_checkpoint_with_a_step_that_is_not_a_count_is_refused(trained, tmp_path):
