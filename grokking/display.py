@@ -110,6 +110,12 @@ def flush_output() -> None:
         sys.stdout.flush()
 
 
+def plain(text: str) -> Text:
+    """`text` for a table cell or title as it is, on one line: not read as rich markup (a folder named
+    "[/x]" would be a markup error) and its control characters escaped (a line break would split a row)."""
+    return Text("".join(char if char.isprintable() else repr(char)[1:-1] for char in text))
+
+
 class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         return Text(f"{task.speed:,.0f} steps/s" if task.speed else "… steps/s", style="magenta")
@@ -232,7 +238,7 @@ def eval_table(rows: list[dict[str, Any]]) -> Table:
             f"{row['train_acc']:.2%}",
             f"{row['val_loss']:.4f}",
             f"{row['val_acc']:.2%}",
-            Path(row["checkpoint"]).name,
+            plain(Path(row["checkpoint"]).name),
         )
     return table
 
@@ -240,14 +246,14 @@ def eval_table(rows: list[dict[str, Any]]) -> Table:
 def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
     """One row a point: status, steps done of the budget, memorization and generalization steps
     (`> N`: not within the N steps trained)."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=plain(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("point", no_wrap=True)
     for column in ("status", "steps", "mem. at", "gen. at", "val acc"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for r in reports:
         generalized, accuracy = r["generalization_step"], r["final_val_acc"]
         table.add_row(
-            r["name"],
+            plain(r["name"]),
             r["status"],
             f"{r['steps_done']:,}/{r['budget']:,}",
             _steps(r["memorization_step"]),
@@ -259,11 +265,11 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
 
 def runs_table(rows: list[dict[str, Any]], title: str) -> Table:
     """`grokking runs`: one row per run dir."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=plain(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in COLUMNS:  # the cells overview_table_rows gives, in its order
         table.add_column(column, justify="right" if column in ("steps", "mem. at", "gen. at", "val acc") else "left")
     for cells in overview_table_rows(rows):
-        table.add_row(*cells)
+        table.add_row(*map(plain, cells))
     return table
 
 

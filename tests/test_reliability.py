@@ -375,3 +375,45 @@ def test_messages_the_python_api_refuses_wrong_types_in_one_line(tmp_path):
     with pytest.raises(GrokkingError, match="a run dir is a path"):
         train(PRESETS["quick"], 47)
     assert not (tmp_path / "run").exists()
+
+
+# 5. `runs` shows impossible values as missing and every row on one line -------------------------------
+
+
+def test_runs_listing_shows_non_finite_and_impossible_values_as_missing(trained, tmp_path):
+    root = tmp_path / "runs"
+    for name, value in (("not-a-number", "NaN"), ("infinite", "Infinity"), ("huge", "1e300")):
+        run = copy_of(trained, root / name)
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(f'{{"step": 20, "train_acc": {value}, "val_acc": {value}, "val_loss": {value}}}\n')
+    beyond = copy_of(trained, root / "beyond")
+    summary = json.loads((beyond / "summary.json").read_text())
+    (beyond / "summary.json").write_text(json.dumps({**summary, "steps_done": 50}))  # the budget is 20
+    late = copy_of(trained, root / "late")
+    with open(late / "metrics.jsonl", "a") as f:
+        f.write('{"step": 90, "train_acc": 1.0, "val_acc": 1.0}\n')  # past the budget: not a step this run took
+    rows = {row["run"]: row for row in json.loads(invoke("runs", root, "--json").stdout)}
+    for name in ("not-a-number", "infinite", "huge"):
+        assert rows[name]["val_acc"] is None, rows[name]
+    assert rows["beyond"]["steps_done"] is None and rows["late"]["steps_done"] is None
+    assert rows["late"]["memorization_step"] is None and rows["late"]["generalization_step"] is None
+    table = invoke("runs", root).stdout
+    assert "50/" not in table and "90/" not in table and "—/20" in table
+    assert "nan" not in table.lower() and "inf%" not in table and "e+300" not in table
+
+
+def test_runs_listing_keeps_each_run_dir_on_one_line_whatever_its_name(trained, tmp_path):
+    root = tmp_path / "runs"
+    for name in ("odd\nname", "tab\there", "[/bold] [red]x"):
+        copy_of(trained, root / name)
+    result = invoke("runs", root)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "finished" in line]
+    assert len(rows) == 3, result.stdout
+    assert any("odd\\nname" in row for row in rows) and any("tab\\there" in row for row in rows)
+    assert any("[/bold] [red]x" in row for row in rows)
+
+
+def test_runs_listing_prints_the_seed_bound_as_an_integer():
+    result = invoke("train", "--seed", str(2**32), "--dry-run")
+    assert_one_line_error(result, "at most 4,294,967,295")
