@@ -108,10 +108,18 @@ def too_large(path: Path, limit: int) -> GrokkingError:
     )
 
 
+def parse_json(text: bytes | str) -> Any:
+    """json.loads, with JSON nested too deeply for Python's parser ([[[[…) a ValueError like any invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of a run dir or sweep, bounded as `read_regular`; unreadable JSON is a GrokkingError."""
     try:
-        return json.loads(read_regular(path, JSON_LIMIT))
+        return parse_json(read_regular(path, JSON_LIMIT))
     except (ValueError, UnicodeDecodeError) as e:
         raise GrokkingError(f"{path} is not valid JSON ({e}); restore it or remove it") from None
 
@@ -308,7 +316,7 @@ class RunDir:
         """summary.json as written by a finished training, or None (absent, torn, not ours); a summary.json
         that is no regular file is a GrokkingError, as for every reader."""
         try:
-            summary = json.loads(read_regular(self.summary_path, JSON_LIMIT))
+            summary = parse_json(read_regular(self.summary_path, JSON_LIMIT))
         except (OSError, ValueError):  # absent, or torn (a UnicodeDecodeError is a ValueError too)
             return None
         return summary if isinstance(summary, dict) and isinstance(summary.get("steps_done"), int) else None
@@ -325,7 +333,7 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
     """One metrics.jsonl line as a record: a JSON object whose step is a count and whose other
     values are numbers (or null); None for anything else."""
     try:
-        record = json.loads(line.decode("utf-8"))
+        record = parse_json(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or not is_step_count(record.get("step")):

@@ -417,3 +417,15 @@ def test_runs_listing_keeps_each_run_dir_on_one_line_whatever_its_name(trained, 
 def test_runs_listing_prints_the_seed_bound_as_an_integer():
     result = invoke("train", "--seed", str(2**32), "--dry-run")
     assert_one_line_error(result, "at most 4,294,967,295")
+
+
+def test_bounded_reads_json_nested_too_deeply_is_invalid_json_not_a_traceback(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    with open(run.metrics_path, "a") as f:
+        f.write("[" * 100_000 + "\n")
+    with pytest.warns(UserWarning, match="metrics.jsonl:7: skipped"):
+        assert len(run.read_metrics()) == len(RunDir(trained).read_metrics())
+    run.summary_path.write_text("{" * 100_000)
+    assert run.read_summary() is None
+    run.config_path.write_text("[" * 100_000)
+    assert_one_line_error(invoke("plot", "--run-dir", run.path), "config.json is not valid JSON (nested too deeply)")
