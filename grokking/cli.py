@@ -489,12 +489,13 @@ def run(args: list[str] | None = None) -> None:
     Click's own form is a usage line, a hint and a boxed message; ours matches every other error.
     Typer ships its own copy of click (private), so its exceptions are recognised by what they carry.
     """
-    try:
-        code = main(args=args, prog_name="grokking", standalone_mode=False)
-    except Exception as error:
-        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
-            raise
-        if type(error).__name__ != "NoArgsIsHelpError":  # `grokking` alone: the help, shown already
-            report_error(usage_error_text(error))
-        code = error.exit_code
+    with display.guarded_output():  # the help and usage errors, printed outside any command, too
+        try:
+            code = main(args=args, prog_name="grokking", standalone_mode=False)
+        except Exception as error:
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise
+            if type(error).__name__ != "NoArgsIsHelpError":  # `grokking` alone: the help, shown already
+                report_error(usage_error_text(error))
+            code = error.exit_code
     sys.exit(code if isinstance(code, int) else 0)

@@ -363,7 +363,7 @@ def _loop(
 
 
 def check_thread_count(threads: int) -> None:
-    if not 0 <= threads <= 1024:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 1024:  # the API takes any
         raise GrokkingError(f"--threads must be 0 (a fair share of the cores) or a count up to 1024 (got {threads})")
 
 

@@ -219,6 +219,11 @@ def test_locale_training_and_listing_finish_under_an_ascii_locale(tmp_path):
     assert "run" in listing.stdout and "finished" in listing.stdout and "mod 11" in listing.stdout
 
 
+def test_locale_help_prints_under_an_ascii_locale():
+    result = grokking_process("train", "--help", env=ASCII_LOCALE)
+    assert result.returncode == 0 and "--d-mlp" in result.stdout, result.stderr
+
+
 def test_locale_ascii_stand_ins_keep_the_meaning():
     from grokking.display import ascii_text
 
@@ -374,6 +379,8 @@ def test_messages_the_python_api_refuses_wrong_types_in_one_line(tmp_path):
         train(PRESETS["quick"].replace(p="47"), tmp_path / "run")
     with pytest.raises(GrokkingError, match="a run dir is a path"):
         train(PRESETS["quick"], 47)
+    with pytest.raises(GrokkingError, match="--threads must be"):
+        train(PRESETS["quick"], tmp_path / "run", threads="4")
     assert not (tmp_path / "run").exists()
 
 
