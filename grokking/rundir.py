@@ -319,7 +319,7 @@ class RunDir:
             summary = parse_json(read_regular(self.summary_path, JSON_LIMIT))
         except (OSError, ValueError):  # absent, or torn (a UnicodeDecodeError is a ValueError too)
             return None
-        return summary if isinstance(summary, dict) and isinstance(summary.get("steps_done"), int) else None
+        return summary if is_summary(summary) else None
 
     # checkpoints -------------------------------------------------------------------------------
 
@@ -338,7 +338,7 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(record, dict) or not is_step_count(record.get("step")):
         return None
-    numbers = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in record.values())
+    numbers = all(value is None or is_number(value) for value in record.values())
     return record if numbers else None
 
 
@@ -365,6 +365,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not is_step_count(step):
         raise GrokkingError(f"checkpoint {path} has step {step!r}, not a count of steps; it is corrupt")
     return state
+
+
+STEP_KEYS = ("memorization_step", "generalization_step")  # of summary.json, besides steps_done
+
+
+def is_summary(data: Any) -> bool:
+    """Whether JSON data is a summary.json as training writes it: its steps counts (steps_done always
+    there), how it stopped a word, every other value a number or null. A summary edited into anything
+    else would reach tables and figures as if a run had given it."""
+    if not isinstance(data, dict) or not is_step_count(data.get("steps_done")):
+        return False
+    steps = all(data.get(key) is None or is_step_count(data[key]) for key in STEP_KEYS)
+    numbers = all(key == "stopped" or value is None or is_number(value) for key, value in data.items())
+    return steps and numbers and isinstance(data.get("stopped", ""), str)
+
+
+def is_number(value: Any) -> bool:
+    """Whether a JSON value is a number (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def is_step_count(value: Any) -> bool:

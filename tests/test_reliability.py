@@ -436,3 +436,19 @@ def test_bounded_reads_json_nested_too_deeply_is_invalid_json_not_a_traceback(tr
     assert run.read_summary() is None
     run.config_path.write_text("[" * 100_000)
     assert_one_line_error(invoke("plot", "--run-dir", run.path), "config.json is not valid JSON (nested too deeply)")
+
+
+@pytest.mark.parametrize(
+    "change", [{"final_val_acc": "high"}, {"memorization_step": "soon"}, {"steps_done": True}, {"steps_done": -5}]
+)
+def test_runs_listing_and_sweep_take_a_summary_with_wrong_types_for_none(tmp_path, change):
+    sweep = ["sweep", "--grid", "seed=0", "--set", "p=11", "--set", "d_model=32", "--steps", "4", "--out-dir"]
+    out = tmp_path / "sweep"
+    assert invoke(*sweep, out).exit_code == 0
+    summary_path = out / "seed=0" / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), **change}))
+    assert RunDir(out / "seed=0").read_summary() is None
+    result = invoke(*sweep, out, "--dry-run")
+    assert result.exit_code == 0 and "partial" in result.stdout, result.output
+    listing = invoke("runs", out)
+    assert listing.exit_code == 0 and "summary.json is unreadable or incomplete" in listing.stdout, listing.output
