@@ -227,20 +227,24 @@ def seeds_table(configs: list[RunConfig], summaries: list[dict[str, Any]]) -> Ta
     return table
 
 
+EVAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")  # the columns of `grokking eval`
+
+
 def eval_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="checkpoint evaluation")
-    for column in ("step", "train_loss", "train_acc", "val_loss", "val_acc", "checkpoint"):
+    for column in ("step", *EVAL_METRICS, "checkpoint"):
         table.add_column(column, justify="left" if column == "checkpoint" else "right")
     for row in rows:
         table.add_row(
             f"{row['step']:,}",
-            f"{row['train_loss']:.4f}",
-            f"{row['train_acc']:.2%}",
-            f"{row['val_loss']:.4f}",
-            f"{row['val_acc']:.2%}",
+            *(_number(row[key], ".2%" if key.endswith("acc") else ".4f") for key in EVAL_METRICS),
             plain(Path(row["checkpoint"]).name),
         )
     return table
+
+
+def _number(value: float | None, form: str) -> str:
+    return "—" if value is None else format(value, form)
 
 
 def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:

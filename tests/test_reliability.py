@@ -452,3 +452,14 @@ def test_runs_listing_and_sweep_take_a_summary_with_wrong_types_for_none(tmp_pat
     assert result.exit_code == 0 and "partial" in result.stdout, result.output
     listing = invoke("runs", out)
     assert listing.exit_code == 0 and "summary.json is unreadable or incomplete" in listing.stdout, listing.output
+
+
+def test_diverged_eval_reports_no_accuracy_for_non_finite_weights(trained, tmp_path):
+    run = RunDir(copy_of(trained, tmp_path / "run"))
+    diverge(run.snapshot_path(20))
+    result = invoke("eval", "--checkpoint", run.snapshot_path(20), "--json")
+    assert result.exit_code == 0 and "non-finite" in result.stderr, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["step"] == 20 and row["train_acc"] is None and row["val_acc"] is None
+    table = invoke("eval", "--run-dir", run.path)
+    assert table.exit_code == 0 and "nan" not in table.stdout and "—" in table.stdout, table.output

@@ -15,7 +15,7 @@ from grokking.analysis.fourier import fourier_basis, model_spectrum
 from grokking.analysis.nanda import CLUSTER_THRESHOLD, MEASURES, SOURCE, NandaSetup
 from grokking.analysis.progress import AnswerGrid, progress_measures
 from grokking.errors import GrokkingError
-from grokking.evaluate import model_from_checkpoint, run_states
+from grokking.evaluate import finite_weights, model_from_checkpoint, run_states
 from grokking.plot import load_curves
 from grokking.rundir import RunDir, atomic_write_json, check_targets
 from grokking.tasks import load_task
@@ -136,7 +136,7 @@ def analyze_run(
 def finite_states(run: RunDir, by_step: dict[int, dict[str, Any]], step: int | None) -> dict[int, dict[str, Any]]:
     """The checkpoints whose weights are all finite. A diverged run saves NaN or infinite weights, which
     have no spectrum to show: they are left out with a warning naming them, and refused where asked for."""
-    finite = {at: state for at, state in by_step.items() if all(t.isfinite().all() for t in state["model"].values())}
+    finite = {at: state for at, state in by_step.items() if finite_weights(state)}
     diverged = ", ".join(f"{at:,}" for at in by_step if at not in finite)
     if not diverged:
         return by_step
