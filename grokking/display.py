@@ -29,7 +29,8 @@ ASCII_STAND_INS = {
     "·": ".", "−": "-", "—": "-", "–": "-", "…": "...", "≥": ">=", "≤": "<=", "≈": "~", "←": "<-", "→": "->",
     "×": "x", "±": "+/-", "│": "|", "━": "-", "✓": "v", "•": "*", "§": "S", "√": "sqrt", "∘": "o", "⊥": "_|_",
 }  # fmt: skip
-SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
+FROM_SUPERSCRIPT = str.maketrans(SUPERSCRIPTS, "0123456789-+")
 
 
 def ascii_text(text: str) -> str:
@@ -39,11 +40,11 @@ def ascii_text(text: str) -> str:
     for char in text:
         if char.isascii():
             out.append(char)
-        elif char in "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺":
-            out.append(("" if superscript else "^") + char.translate(SUPERSCRIPTS))
+        elif char in SUPERSCRIPTS:
+            out.append(("" if superscript else "^") + char.translate(FROM_SUPERSCRIPT))
         else:
             out.append(_ascii_char(char))
-        superscript = char in "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
+        superscript = char in SUPERSCRIPTS
     return "".join(out)
 
 
