@@ -54,6 +54,7 @@ from grokking.slurm import COMMON_OPTIONS as COMMON_SLURM_OPTIONS
 from grokking.slurm import failure_lines, slurm_executor, submit_sweep, submitted_text, sweep_status
 from grokking.sweep import (
     MANIFEST,
+    check_jobs,
     load_sweep,
     plan_sweep,
     point_report,
@@ -113,11 +114,16 @@ def command(function: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> None:
+        with display.guarded_output():
+            guarded(*args, **kwargs)
+
+    def guarded(*args: Any, **kwargs: Any) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
                 warnings.showwarning = show_warning
                 function(*args, **kwargs)
+                display.flush_output()
         except GrokkingError as e:
             report_error(str(e))
             raise typer.Exit(code=2) from None
@@ -341,6 +347,9 @@ def sweep_command(
     executor = slurm_executor(out_dir, jobs, slurm_opt or []) if slurm else None
     fixed = given_fields(flags)
     check_available(log or ())
+    if executor is None:
+        jobs = 1 if jobs is None else jobs  # here, one point after another unless told
+        check_jobs(jobs)
     sweep = plan_sweep(preset, grid or [], out_dir, fixed, settings or [], arch)
     if emit_commands:
         commands = train_commands(sweep)
@@ -360,7 +369,6 @@ def sweep_command(
         done = submitted_text(submitted, reports)
         err_console.print(f"{done}; `{follow}` follows them", markup=False, highlight=False)
         return
-    jobs = 1 if jobs is None else jobs  # here, one point after another unless told
     try:
         with display.TrainingProgress(err_console) as observer:
             say = observer.console.print
@@ -552,12 +560,13 @@ def run(args: list[str] | None = None) -> None:
     Click's own form is a usage line, a hint and a boxed message; ours matches every other error.
     Typer ships its own copy of click (private), so its exceptions are recognised by what they carry.
     """
-    try:
-        code = main(args=args, prog_name="grokking", standalone_mode=False)
-    except Exception as error:
-        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
-            raise
-        if type(error).__name__ != "NoArgsIsHelpError":  # `grokking` alone: the help, shown already
-            report_error(usage_error_text(error))
-        code = error.exit_code
+    with display.guarded_output():  # the help and usage errors, printed outside any command, too
+        try:
+            code = main(args=args, prog_name="grokking", standalone_mode=False)
+        except Exception as error:
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise
+            if type(error).__name__ != "NoArgsIsHelpError":  # `grokking` alone: the help, shown already
+                report_error(usage_error_text(error))
+            code = error.exit_code
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,6 +9,7 @@ import math
 import re
 import typing
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -305,17 +306,23 @@ class RunConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise GrokkingError(f"{source}: unknown config keys {unknown}; valid keys are {sorted(known)}")
-        for key, value in data.items():
-            if not _has_type(value, known[key]):
-                raise GrokkingError(f"{source}: {key}={value!r} should be of type {_type_name(known[key])}")
         config = cls(**data)
-        config.validate()
+        try:
+            config.validate(name=str)  # the keys of the JSON, not flags its reader never typed
+        except GrokkingError as e:
+            raise GrokkingError(f"{source}: {e}") from None
         return config
 
-    def validate(self) -> None:
-        """Raise GrokkingError naming the flag and the fix for any value that cannot train."""
+    def validate(self, name: Callable[[str], str] | None = None) -> None:
+        """Raise GrokkingError naming the setting and the fix for any value that cannot train; a setting is
+        named by `name(field)`, by default its flag."""
+        name = name or flag_name
+        types = field_types()
         for f in fields(self):
-            _check_field(f, getattr(self, f.name))
+            value = getattr(self, f.name)
+            if not _has_type(value, types[f.name]):  # the Python API takes any value
+                raise GrokkingError(f"{name(f.name)} should be of type {_type_name(types[f.name])} (got {value!r})")
+            _check_field(f, value, name)
         validate_task(self.operation, self.p)
         if self.d_model % self.n_heads:
             raise GrokkingError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
@@ -428,12 +435,12 @@ def _range_rule(meta: dict[str, Any], is_int: bool) -> str:
     return rule + (f" and at most {limit:,}" if isinstance(limit, int) else f" and at most {limit:g}")
 
 
-def _check_field(f: dataclasses.Field, value: Any) -> None:
+def _check_field(f: dataclasses.Field, value: Any, name: Callable[[str], str]) -> None:
     meta = f.metadata
     if not meta or value is None:
         return
     if meta["choices"] is not None and value not in meta["choices"]:
-        noun = "operation" if f.name == "operation" else flag_name(f.name)
+        noun = "operation" if f.name == "operation" and name is flag_name else name(f.name)
         raise GrokkingError(f"unknown {noun} {value!r}; choose one of {', '.join(meta['choices'])}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
@@ -444,7 +451,7 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
     ok = ok and (meta["le"] is None or value <= meta["le"]) and (meta["lt"] is None or value < meta["lt"])
     if not ok:
         rule = _range_rule(dict(meta), isinstance(value, int))
-        raise GrokkingError(f"{flag_name(f.name)} must be {rule} (got {value})")
+        raise GrokkingError(f"{name(f.name)} must be {rule} (got {value})")
 
 
 def resolve(config: RunConfig) -> RunConfig:

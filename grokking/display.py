@@ -3,10 +3,14 @@ evaluation in a log file) and the tables of results."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import codecs
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from rich import box
 from rich.console import Console
@@ -15,8 +19,102 @@ from rich.table import Table
 from rich.text import Text
 
 from grokking.config import GENERALIZED, RunConfig
+from grokking.errors import naming
 from grokking.overview import COLUMNS, overview_table_rows
 from grokking.train import Observer, SeedRun
+
+# ASCII stand-ins for the characters our output uses, where a stream cannot encode them (LANG=C,
+# PYTHONIOENCODING=ascii); others fall back to their decomposition (ḡ -> g), a letter's name (λ -> lamda) or ?.
+ASCII_STAND_INS = {
+    "·": ".", "−": "-", "—": "-", "–": "-", "…": "...", "≥": ">=", "≤": "<=", "≈": "~", "←": "<-", "→": "->",
+    "×": "x", "±": "+/-", "│": "|", "━": "-", "✓": "v", "•": "*", "§": "S", "√": "sqrt", "∘": "o", "⊥": "_|_",
+}  # fmt: skip
+SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
+FROM_SUPERSCRIPT = str.maketrans(SUPERSCRIPTS, "0123456789-+")
+
+
+def ascii_text(text: str) -> str:
+    """`text` with every character outside ASCII replaced by a stand-in; a run of superscripts becomes
+    an exponent (y⁻¹ -> y^-1)."""
+    out, superscript = [], False
+    for char in text:
+        if char.isascii():
+            out.append(char)
+        elif char in SUPERSCRIPTS:
+            out.append(("" if superscript else "^") + char.translate(FROM_SUPERSCRIPT))
+        else:
+            out.append(_ascii_char(char))
+        superscript = char in SUPERSCRIPTS
+    return "".join(out)
+
+
+def _ascii_char(char: str) -> str:
+    if char in ASCII_STAND_INS:
+        return ASCII_STAND_INS[char]
+    decomposed = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+    if decomposed:
+        return decomposed
+    return unicodedata.name(char, "?").split()[-1].lower() if char.isalpha() else "?"
+
+
+class OutputStream:
+    """sys.stdout or sys.stderr for a command: a character the stream's encoding lacks is written as its
+    ASCII stand-in instead of raising (so that LANG=C never loses a finished run's summary to a print),
+    and a failed write names the stream ("standard output: No space left on device")."""
+
+    def __init__(self, stream: TextIO, name: str):
+        self._stream, self._name = stream, name
+
+    def write(self, text: str) -> int:
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:  # checked here: stderr would write \u2502 rather than raise
+            text = text.encode(encoding, "grokking.ascii").decode(encoding)
+        with naming(self._name):
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with naming(self._name):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...: the stream's own
+        return getattr(self._stream, name)
+
+
+def _encode_as_ascii(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return ascii_text(error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("grokking.ascii", _encode_as_ascii)
+
+
+@contextmanager
+def guarded_output() -> Iterator[None]:
+    """Standard output and error as `OutputStream`s while a command runs (a closed one stays None)."""
+    saved = sys.stdout, sys.stderr
+    if sys.stdout is not None:
+        sys.stdout = OutputStream(sys.stdout, "standard output")  # type: ignore[assignment]
+    if sys.stderr is not None:
+        sys.stderr = OutputStream(sys.stderr, "standard error")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def flush_output() -> None:
+    """Flush standard output, so that a failed write is told by the command, not lost at exit."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def plain(text: str) -> Text:
+    """`text` for a table cell or title as it is, on one line: not read as rich markup (a folder named
+    "[/x]" would be a markup error) and its control characters escaped (a line break would split a row)."""
+    return Text("".join(char if char.isprintable() else repr(char)[1:-1] for char in text))
 
 
 class RateColumn(ProgressColumn):
@@ -130,26 +228,30 @@ def seeds_table(configs: list[RunConfig], summaries: list[dict[str, Any]]) -> Ta
     return table
 
 
+EVAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")  # the columns of `grokking eval`
+
+
 def eval_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="checkpoint evaluation")
-    for column in ("step", "train_loss", "train_acc", "val_loss", "val_acc", "checkpoint"):
+    for column in ("step", *EVAL_METRICS, "checkpoint"):
         table.add_column(column, justify="left" if column == "checkpoint" else "right")
     for row in rows:
         table.add_row(
             f"{row['step']:,}",
-            f"{row['train_loss']:.4f}",
-            f"{row['train_acc']:.2%}",
-            f"{row['val_loss']:.4f}",
-            f"{row['val_acc']:.2%}",
-            Path(row["checkpoint"]).name,
+            *(_number(row[key], ".2%" if key.endswith("acc") else ".4f") for key in EVAL_METRICS),
+            plain(Path(row["checkpoint"]).name),
         )
     return table
+
+
+def _number(value: float | None, form: str) -> str:
+    return "—" if value is None else format(value, form)
 
 
 def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
     """One row a point: status, steps done of the budget, memorization and generalization steps
     (`> N`: not within the N steps trained), and where points went to SLURM their job and log."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=plain(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("point", no_wrap=True)
     for column in ("status", "steps", "mem. at", "gen. at", "val acc", "best val"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
@@ -160,7 +262,7 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
     for r in reports:
         generalized, accuracy, best = r["generalization_step"], r["final_val_acc"], r["best_val_acc"]
         table.add_row(
-            r["name"],
+            plain(r["name"]),
             r["status"],
             f"{r['steps_done']:,}/{r['budget']:,}",
             _steps(r["memorization_step"]),
@@ -174,12 +276,12 @@ def sweep_table(reports: list[dict[str, Any]], title: str) -> Table:
 
 def runs_table(rows: list[dict[str, Any]], title: str) -> Table:
     """`grokking runs`: one row per run dir."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=plain(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in COLUMNS:  # the cells overview_table_rows gives, in its order
         right = column in ("steps", "mem. at", "gen. at", "val acc", "best val")
         table.add_column(column, justify="right" if right else "left")
     for cells in overview_table_rows(rows):
-        table.add_row(*cells)
+        table.add_row(*map(plain, cells))
     return table
 
 

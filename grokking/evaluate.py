@@ -76,9 +76,18 @@ def evaluate_checkpoints(paths: list[Path], expected: RunConfig | None = None) -
         if spec not in cache:
             cache[spec] = load_task(spec)
         data = cache[spec]
-        model = model_from_checkpoint(state, config, data)
-        rows.append({"checkpoint": str(path), "step": int(state["step"]), **evaluate(model, data, config)})
+        if finite_weights(state):
+            metrics = evaluate(model_from_checkpoint(state, config, data), data, config)
+        else:  # NaN logits give an argmax, hence an "accuracy", that means nothing: none is reported
+            warnings.warn(f"{path} has non-finite (NaN or infinite) weights: the run had diverged", stacklevel=2)
+            metrics = dict.fromkeys(("train_loss", "train_acc", "val_loss", "val_acc", "train_zero_loss_frac"))
+        rows.append({"checkpoint": str(path), "step": int(state["step"]), **metrics})
     return sorted(rows, key=lambda row: row["step"])
+
+
+def finite_weights(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's weights are all finite; a diverged run saves NaN or infinite ones."""
+    return all(tensor.isfinite().all() for tensor in state["model"].values() if tensor.is_floating_point())
 
 
 def check_belongs(run_config: RunConfig, config: RunConfig, path: Path) -> None:
@@ -104,7 +113,7 @@ def checkpoint_paths(run: RunDir) -> dict[int, Path]:
     latest.pt if it is newer."""
     run.require_exists()
     paths = {int(path.stem.removeprefix("step_")): path for path in run.snapshots()}
-    if run.latest_path.is_file():
+    if run.latest_path.exists():  # one that is not a regular file is warned of, not passed over
         try:
             latest_step = int(load_checkpoint(run.latest_path)["step"])
         except GrokkingError as error:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from grokking.config import RunConfig
 from grokking.errors import GrokkingError, first_line
-from grokking.rundir import RunDir, atomic_write_bytes
+from grokking.rundir import JSON_LIMIT, RunDir, atomic_write_bytes, read_regular
 
 LOGGERS = ("tensorboard", "wandb")
 INSTALL = {
@@ -179,7 +179,10 @@ class WandbLogger:
 def wandb_id(run: RunDir) -> str:
     """The W&B run id stored in the run dir, made the first time."""
     path = run.path / WANDB_ID_FILE
-    stored = path.read_text().strip() if path.is_file() else ""
+    try:
+        stored = read_regular(path, JSON_LIMIT).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        stored = ""
     if stored:
         return stored
     new = secrets.token_hex(6)

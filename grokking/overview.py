@@ -14,7 +14,7 @@ from typing import Any
 from grokking.config import RunConfig, preset_overrides
 from grokking.errors import GrokkingError, first_line
 from grokking.operations import get_operation
-from grokking.rundir import RunDir, finite_json, summarize
+from grokking.rundir import RunDir, is_step_count, summarize
 
 COLUMNS = ("run", "task", "preset", "steps", "mem. at", "gen. at", "val acc", "best val", "status", "problem")
 CHANGES_WIDTH = 40  # characters of a preset's changes shown in the table
@@ -42,12 +42,18 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
     except (GrokkingError, OSError) as e:
         problems.append(_sentence(e, run, "config.json"))
     records = _read_metrics(run, problems)
-    summary = run.read_summary()
-    if summary is None and run.summary_path.exists():
+    summary, summary_readable = None, True
+    try:
+        summary = run.read_summary()
+    except GrokkingError as e:
+        problems.append(_sentence(e, run, "summary.json"))
+        summary_readable = False
+    if summary is None and summary_readable and run.summary_path.exists():
         problems.append("summary.json is unreadable or incomplete")
     so_far = summarize(records or [])
     steps_done = max(so_far["last_step"], summary["steps_done"] if summary else 0)
-    state = _status(run, config, records is not None, summary, steps_done)
+    state = _status(run, config, records is not None and summary_readable, summary, steps_done)
+    budget = config.steps if config else None
     if state == "new":
         problems.append("no metrics yet")
     row = {
@@ -55,17 +61,29 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
         "operation": get_operation(config.operation).describe(config.p) if config else None,
         "preset": config.preset if config else None,
         "changes": changes,
-        "steps_done": steps_done,
-        "budget": config.steps if config else None,
-        "memorization_step": so_far["memorization_step"],
-        "generalization_step": so_far["generalization_step"],
-        "val_acc": so_far["final_val_acc"],
-        "best_val_acc": so_far["best_val_acc"],
-        "best_val_step": so_far["best_val_step"],
+        "steps_done": _possible_step(steps_done, budget),
+        "budget": budget,
+        "memorization_step": _possible_step(so_far["memorization_step"], budget),
+        "generalization_step": _possible_step(so_far["generalization_step"], budget),
+        "val_acc": _possible_accuracy(so_far["final_val_acc"]),
+        "best_val_acc": _possible_accuracy(so_far["best_val_acc"]),
+        "best_val_step": _possible_step(so_far["best_val_step"], budget),
         "status": state,
         "problem": "; ".join(problems) or None,
     }
-    return finite_json(row)  # a hand-edited metrics line may hold NaN, which strict JSON has no word for
+    return row
+
+
+# A hand-edited or foreign file can hold values no run gives; shown as they are they would pass for
+# results ("50/40" steps, an accuracy of NaN or 1e300), so they are missing (None) instead.
+
+
+def _possible_step(step: int | None, budget: int | None) -> int | None:
+    return step if step is not None and is_step_count(step) and (budget is None or step <= budget) else None
+
+
+def _possible_accuracy(value: float | None) -> float | None:
+    return value if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None  # NaN fails both
 
 
 def overview(root: Path) -> list[dict[str, Any]]:
@@ -93,7 +111,7 @@ def _read_metrics(run: RunDir, problems: list[str]) -> list[dict[str, Any]] | No
 def _status(
     run: RunDir, config: RunConfig | None, readable: bool, summary: dict[str, Any] | None, steps_done: int
 ) -> str:
-    """running (a live process holds the lock), broken (config or metrics unreadable), grokked or
+    """running (a live process holds the lock), broken (config, metrics or summary unreadable), grokked or
     diverged (as summary.json says), finished (summary at the budget), interrupted or new."""
     if run.training_process() is not None:
         return "running"
@@ -127,7 +145,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         row["run"],
         row["operation"] or "",
         f"{preset} ({changes})" if changes else preset,
-        f"{row['steps_done']:,}/{_count(row['budget'])}",
+        f"{_count(row['steps_done'])}/{_count(row['budget'])}",
         _count(row["memorization_step"]),
         _count(row["generalization_step"]),
         "—" if accuracy is None else f"{accuracy:.1%}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -31,7 +32,7 @@ from grokking.config import (  # noqa: E402
 )
 from grokking.errors import GrokkingError  # noqa: E402
 from grokking.operations import get_operation  # noqa: E402
-from grokking.rundir import RunDir, grokking_steps  # noqa: E402
+from grokking.rundir import RunDir, atomic_write_bytes, check_targets, grokking_steps  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,14 @@ def _loss_label(config: RunConfig) -> str:
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    """Write `fig` as a PNG at `path` atomically (a full disk leaves the old figure, not half a new one)."""
+    buffer = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buffer, dpi=150, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -250,9 +255,10 @@ def plot_runs(run_dirs: list[Path], out: Path | None = None, metrics: Sequence[s
     all_curves = [load_curves(RunDir(path)) for path in run_dirs]
     if len(all_curves) > 1 and out is None:
         raise GrokkingError("with several --run-dir, also pass --out DIR for the overlay figures")
-    folder = out or RunDir(run_dirs[0]).plots_dir
-    paths = _single(all_curves[0], folder) if len(all_curves) == 1 else _overlay(all_curves, folder)
-    return paths + [metric_figure(all_curves, key, folder) for key in dict.fromkeys(metrics)]
+    out = out or RunDir(run_dirs[0]).plots_dir
+    check_targets([*(out / f"{kind}.png" for kind in KINDS), *(out / metric_file(key) for key in metrics)])
+    paths = _single(all_curves[0], out) if len(all_curves) == 1 else _overlay(all_curves, out)
+    return paths + [metric_figure(all_curves, key, out) for key in dict.fromkeys(metrics)]
 
 
 def watch_runs(

@@ -14,18 +14,27 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from grokking.config import GENERALIZED, MEMORIZED, RESUMABLE_FIELDS, RunConfig, config_differences, resolve
+from grokking.config import (
+    GENERALIZED,
+    MEMORIZED,
+    RESUMABLE_FIELDS,
+    RunConfig,
+    config_differences,
+    flag_name,
+    resolve,
+)
 from grokking.device import process_alive
-from grokking.errors import GrokkingError, first_line
+from grokking.errors import GrokkingError, first_line, naming
 from grokking.operations import get_operation
 
 
@@ -39,15 +48,80 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_for(path)
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(str(path)):
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Bounds on what a reader takes in, far above any real run's file, so that a file that is not one
+# fails in one line instead of filling the memory.
+JSON_LIMIT = 16 * 2**20  # config.json, summary.json, sweep.json (10,000 points), .lock, wandb_id
+METRICS_LIMIT = 512 * 2**20  # metrics.jsonl: over a million evaluations
+CHECKPOINT_LIMIT = 8 * 2**30  # the largest model config.py allows, with Adam's state
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+@contextmanager
+def open_regular(path: Path, limit: int) -> Iterator[IO[bytes]]:
+    """`path` opened for reading, refused (GrokkingError) unless it is a regular file of at most
+    `limit` bytes: a FIFO would block the reader and a device such as /dev/zero never ends. A symbolic
+    link to a regular file is followed. A missing file raises FileNotFoundError, for the caller to tell."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO does not wait for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+            raise GrokkingError(
+                f"{path} is {kind}, not a regular file; grokking reads only regular files: "
+                "put back the file grokking wrote there, or remove it"
+            )
+        if info.st_size > limit:
+            raise too_large(path, limit)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path` (see `open_regular`), at most `limit` of them even if it grows."""
+    with open_regular(path, limit) as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(path, limit)
+    return data
+
+
+def too_large(path: Path, limit: int) -> GrokkingError:
+    return GrokkingError(
+        f"{path} holds more than the {limit:,} bytes grokking reads from a {path.name} (far more than any "
+        "run writes); it is not one grokking wrote: restore it from a copy or remove it"
+    )
+
+
+def parse_json(text: bytes | str) -> Any:
+    """json.loads, with JSON nested too deeply for Python's parser ([[[[…) a ValueError like any invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run dir or sweep, bounded as `read_regular`; unreadable JSON is a GrokkingError."""
+    try:
+        return parse_json(read_regular(path, JSON_LIMIT))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise GrokkingError(f"{path} is not valid JSON ({e}); restore it or remove it") from None
 
 
 def finite_json(value: Any) -> Any:
@@ -74,6 +148,8 @@ class RunDir:
     """Paths and readers/writers of one run directory."""
 
     def __init__(self, path: str | os.PathLike):
+        if not isinstance(path, (str, os.PathLike)):  # the Python API takes any value
+            raise GrokkingError(f"a run dir is a path (str or pathlib.Path), not a {type(path).__name__}")
         self.path = Path(path)
 
     @property
@@ -116,6 +192,8 @@ class RunDir:
         return sorted(p for p in self.checkpoint_dir.glob("step_*.pt") if RUN_FOLDERS["checkpoints"].fullmatch(p.name))
 
     def require_exists(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise GrokkingError(f"{self.path} is a file, not a run dir; pass the folder `grokking train` wrote")
         if not self.path.is_dir():
             raise GrokkingError(f"run dir {self.path} does not exist; pass the folder `grokking train` wrote")
 
@@ -180,12 +258,10 @@ class RunDir:
 
     def read_config(self) -> RunConfig:
         self.require_exists()
-        if not self.config_path.is_file():
-            raise GrokkingError(f"{self.config_path} is missing: {self.path} is not a grokking run dir")
         try:
-            data = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GrokkingError(f"{self.config_path} is not valid JSON ({e}); restore it or start a new run") from None
+            data = read_json(self.config_path)
+        except FileNotFoundError:
+            raise GrokkingError(f"{self.config_path} is missing: {self.path} is not a grokking run dir") from None
         if not isinstance(data, dict) or "config" not in data:
             raise GrokkingError(f"{self.config_path} has no 'config' object; it was not written by grokking")
         return RunConfig.from_dict(data["config"], source=str(self.config_path))
@@ -193,7 +269,7 @@ class RunDir:
     # metrics.jsonl -----------------------------------------------------------------------------
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
+        with naming(str(self.metrics_path)), self.metrics_path.open("a") as f:
             f.write(to_json(record) + "\n")
             f.flush()
 
@@ -202,7 +278,7 @@ class RunDir:
         with a step that is not a count or a value that is not a number) is skipped with a warning
         naming the file and line."""
         try:
-            lines = self.metrics_path.read_bytes().splitlines()
+            lines = read_regular(self.metrics_path, METRICS_LIMIT).splitlines()
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -237,12 +313,13 @@ class RunDir:
         atomic_write_json(self.summary_path, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
-        """summary.json as written by a finished training, or None (absent, unreadable, not ours)."""
+        """summary.json as written by a finished training, or None (absent, torn, not ours); a summary.json
+        that is no regular file is a GrokkingError, as for every reader."""
         try:
-            summary = json.loads(self.summary_path.read_text())
-        except (OSError, ValueError):
+            summary = parse_json(read_regular(self.summary_path, JSON_LIMIT))
+        except (OSError, ValueError):  # absent, or torn (a UnicodeDecodeError is a ValueError too)
             return None
-        return summary if isinstance(summary, dict) and isinstance(summary.get("steps_done"), int) else None
+        return summary if is_summary(summary) else None
 
     # checkpoints -------------------------------------------------------------------------------
 
@@ -256,21 +333,24 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
     """One metrics.jsonl line as a record: a JSON object whose step is a count and whose other
     values are numbers (or null); None for anything else."""
     try:
-        record = json.loads(line.decode("utf-8"))
+        record = parse_json(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or not is_step_count(record.get("step")):
         return None
-    numbers = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in record.values())
+    numbers = all(value is None or is_number(value) for value in record.values())
     return record if numbers else None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint of plain tensors and primitives; anything that would run code is refused."""
-    if not path.is_file():
-        raise GrokkingError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, CHECKPOINT_LIMIT) as file:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GrokkingError(f"checkpoint {path} does not exist") from None
+    except GrokkingError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         reason = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
@@ -285,6 +365,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not is_step_count(step):
         raise GrokkingError(f"checkpoint {path} has step {step!r}, not a count of steps; it is corrupt")
     return state
+
+
+STEP_KEYS = ("memorization_step", "generalization_step")  # of summary.json, besides steps_done
+
+
+def is_summary(data: Any) -> bool:
+    """Whether JSON data is a summary.json as training writes it: its steps counts (steps_done always
+    there), how it stopped a word, every other value a number or null. A summary edited into anything
+    else would reach tables and figures as if a run had given it."""
+    if not isinstance(data, dict) or not is_step_count(data.get("steps_done")):
+        return False
+    steps = all(data.get(key) is None or is_step_count(data[key]) for key in STEP_KEYS)
+    numbers = all(key == "stopped" or value is None or is_number(value) for key, value in data.items())
+    return steps and numbers and isinstance(data.get("stopped", ""), str)
+
+
+def is_number(value: Any) -> bool:
+    """Whether a JSON value is a number (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def is_step_count(value: Any) -> bool:
@@ -406,9 +505,27 @@ def default_run_dir(config: RunConfig, out_dir: str | os.PathLike = "runs") -> R
 
 def require_directory_path(path: Path, option: str) -> None:
     """Refuse a path of which some part is a file, where a folder must go."""
-    for part in (path, *path.parents):
-        if part.exists() and not part.is_dir():
-            raise GrokkingError(f"{part} is a file, not a directory; choose another {option}")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise GrokkingError(f"{blocker} is a file, not a directory; choose another {option}")
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The part of `folder` (itself or a parent) that exists and is not a folder, if any."""
+    return next((part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()), None)
+
+
+def check_targets(paths: Iterable[Path]) -> None:
+    """Refuse, before a command writes any of `paths`, when one of them cannot be written for what stands
+    in its way (a file where its folder goes, a folder where it goes), so that such a command writes all
+    of its files or none."""
+    for path in paths:
+        blocker = file_in_the_way(path.parent)
+        if blocker is not None:
+            raise GrokkingError(f"{blocker} is a file where a folder must go; move it away (nothing was written)")
+        if path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise GrokkingError(f"{path} is {kind} where a file must go; move it away (nothing was written)")
 
 
 def check_same_config(stored: RunConfig, config: RunConfig, what: str, advice: str) -> None:
@@ -441,13 +558,15 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
         if resume:
             raise GrokkingError(f"nothing to resume: {run.path} holds no run; drop --resume to start one")
         return False
-    check_same_config(
-        run.read_config(),
-        config,
-        f"{run.path} holds a run with a different config",
-        "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir",
-    )
-    if run.latest_path.is_file():
+    if resume:
+        resumable = ", ".join(flag_name(name) for name in sorted(RESUMABLE_FIELDS))
+        what = f"--resume continues {run.path} with its saved config, and the settings given differ from it"
+        advice = f"drop them (a resumed run may change only {resumable}), or give --overwrite to start over"
+    else:
+        what = f"{run.path} holds a run with a different config"
+        advice = "use --resume to continue it as saved, --overwrite to replace it, or another --run-dir"
+    check_same_config(run.read_config(), config, what, advice)
+    if run.latest_path.exists():  # a latest.pt that is not a regular file is refused by load_checkpoint
         state = load_checkpoint(run.latest_path)
         stored = checkpoint_config(state, run.latest_path)
         check_same_config(stored, config, f"{run.latest_path} is from a different config", "use --overwrite")
@@ -473,7 +592,7 @@ def prepare(config: RunConfig, run: RunDir, resume: bool, overwrite: bool) -> bo
 def _lock_owner(lock_path: Path) -> int | None:
     """The pid in a lock file, or None when there is no lock (or it is unreadable, i.e. stale)."""
     try:
-        pid = int(lock_path.read_text().strip())
-    except (OSError, ValueError):
+        pid = int(read_regular(lock_path, JSON_LIMIT).strip())
+    except (OSError, ValueError, GrokkingError):
         return None
     return pid if 0 < pid < 2**31 else None  # 0 and -1 would name process groups to os.kill

@@ -27,8 +27,8 @@ from typing import Any
 from grokking.config import RunConfig
 from grokking.device import available_cores
 from grokking.errors import GrokkingError, first_line
-from grokking.rundir import atomic_write_json
-from grokking.sweep import FALSE, TRUE, Sweep, _read_json, check_jobs, point_report, write_manifest
+from grokking.rundir import atomic_write_json, read_json
+from grokking.sweep import FALSE, TRUE, Sweep, check_jobs, point_report, write_manifest
 from grokking.train import Observer, SeedRun, TrainingInterrupted, train_seeds
 
 JOBS_FILE = "slurm.json"  # beside sweep.json: {"points": {name: {"job_id", "log", "submitted"}}}
@@ -213,7 +213,7 @@ def read_jobs(out_dir: Path) -> dict[str, dict[str, Any]]:
     path = Path(out_dir) / JOBS_FILE
     if not path.is_file():
         return {}
-    data = _read_json(path)
+    data = read_json(path)
     points = data.get("points") if isinstance(data, dict) else None
     if not isinstance(points, dict) or not all(isinstance(j, dict) and "job_id" in j for j in points.values()):
         raise GrokkingError(f"{path} names no job of any point; restore it or remove it")

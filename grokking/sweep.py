@@ -10,7 +10,6 @@ flags of emitted commands come from the config's own field metadata.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import multiprocessing
 import re
@@ -45,6 +44,7 @@ from grokking.rundir import (
     atomic_write_json,
     best_validation,
     check_same_config,
+    read_json,
     require_directory_path,
     summarize,
 )
@@ -208,8 +208,9 @@ def build_sweep(base: RunConfig, grid: dict[str, list[Any]], out_dir: Path) -> S
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination))
         name = point_name(values)
+        config = RunConfig.from_dict({**base.to_dict(), **values}, source=f"sweep point {name}")
         try:
-            config = resolve(RunConfig.from_dict({**base.to_dict(), **values}, source=name))
+            config = resolve(config)
         except GrokkingError as e:
             raise GrokkingError(f"sweep point {name}: {e}") from None
         points.append(Point(name, values, config, RunDir(out_dir / name)))
@@ -247,19 +248,13 @@ def plan_sweep(
     return build_sweep(base.replace(**fixed), grid, out_dir)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GrokkingError(f"cannot read {path} ({e}); restore it or remove it") from None
-
-
 def load_sweep(out_dir: Path) -> Sweep:
     """The sweep described by `out_dir/sweep.json`."""
     path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        raise GrokkingError(f"{path} does not exist; pass the --out-dir of a `grokking sweep`")
-    data = _read_json(path)
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise GrokkingError(f"{path} does not exist; pass the --out-dir of a `grokking sweep`") from None
     grid = data.get("grid") if isinstance(data, dict) else None
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()) or "base" not in data:
         raise GrokkingError(f"{path} has no grid and base config; it was not written by `grokking sweep`")
@@ -267,15 +262,20 @@ def load_sweep(out_dir: Path) -> Sweep:
         scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
         if key not in field_types() or key == "preset" or not values or not scalars or repeated(values):
             raise GrokkingError(f"{path}: grid key {key!r} has no valid list of values; restore the file or remove it")
-    return build_sweep(RunConfig.from_dict(data["base"], source=str(path)), grid, Path(out_dir))
+    base = RunConfig.from_dict(data["base"], source=str(path))
+    try:
+        return build_sweep(base, grid, Path(out_dir))
+    except GrokkingError as e:  # a grid value of the file: name the file
+        raise GrokkingError(f"{path}: {e}") from None
 
 
 def _check_manifest(sweep: Sweep) -> None:
     """Refuse to replace the sweep.json of a different sweep (other swept keys or base config)."""
     path = sweep.out_dir / MANIFEST
-    if not path.is_file():
+    try:
+        old = read_json(path)
+    except FileNotFoundError:
         return
-    old = _read_json(path)
     old_base = RunConfig.from_dict(old.get("base"), source=str(path)) if isinstance(old, dict) else None
     old_keys = list(old.get("grid") or {}) if isinstance(old, dict) else None
     # compared resolved, so that a default left open (None) equals the value an older sweep.json wrote out
@@ -338,8 +338,24 @@ def write_manifest(sweep: Sweep, record: dict[str, Any] | None = None) -> Path:
 
 
 def train_commands(sweep: Sweep) -> list[str]:
-    """One `grokking train …` line a point, reproducing its config exactly (for GNU parallel, SLURM)."""
-    return [command_line(p.config, p.run) for p in sweep.points]
+    """One `grokking train …` line a point, reproducing its config exactly (for GNU parallel, SLURM).
+
+    A line break or other control character in a run dir's path would split its command (shell quoting
+    keeps it, but line by line readers do not), so such a sweep is refused: call this before writing."""
+    commands = [command_line(p.config, p.run) for p in sweep.points]
+    if any(not char.isprintable() for line in commands for char in line):
+        raise GrokkingError(
+            f"{str(sweep.out_dir)!r} holds a line break or another control character, which would split the "
+            "commands one a line; choose an --out-dir without one"
+        )
+    return commands
+
+
+def check_jobs(jobs: int) -> None:
+    """--jobs: points trained at once, here or as tasks of a SLURM array; checked the same way whether the
+    sweep trains or only plans (--dry-run, --emit-commands)."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
 
 
 def _seed_groups(points: list[Point]) -> list[list[Point]]:
@@ -356,12 +372,6 @@ def outcome_text(report: dict[str, Any]) -> str:
     return f"{first} · " + (
         f"generalized at {generalized:,}" if isinstance(generalized, int) else f"not generalized within {steps:,} steps"
     )
-
-
-def check_jobs(jobs: int) -> None:
-    """--jobs: points trained at once, here or as tasks of a SLURM array."""
-    if not 1 <= jobs <= MAX_JOBS:
-        raise GrokkingError(f"--jobs must be between 1 and {MAX_JOBS} (got {jobs})")
 
 
 def run_sweep(

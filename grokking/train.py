@@ -39,6 +39,8 @@ from grokking.seeds import SeedStepper, blockers
 from grokking.tasks import BatchSampler, TaskData, load_task
 
 MAX_SEEDS = 1024  # seeds one command trains (each is a model, an optimizer and a run dir)
+# What latest.pt holds beyond a kept snapshot and every resume reads (grokfast's and CUDA's state only when used).
+RESUME_STATE = ("optimizer", "elapsed_s", "grok_streak", "grokked_step", "last_metrics", "train_indices", "torch_rng")
 
 
 class TrainingInterrupted(Exception):
@@ -144,7 +146,13 @@ class SeedRun:
     def restore_latest(self) -> None:
         path = self.run.latest_path
         state = load_checkpoint(path)
-        if not torch.equal(state.get("train_indices", torch.empty(0)), self.data.train_indices):
+        missing = [key for key in RESUME_STATE if key not in state]
+        if missing:
+            raise GrokkingError(
+                f"{path} lacks the state a resume needs ({', '.join(missing)}): it is a kept snapshot or not a "
+                "resume point; put back the run's own latest.pt, or use --overwrite to start over"
+            )
+        if not torch.equal(state["train_indices"], self.data.train_indices):
             raise GrokkingError(f"{path} was trained on a different data split than this config gives; use --overwrite")
         try:
             self.model.load_state_dict(state["model"])
@@ -370,7 +378,7 @@ def _loop(
 
 
 def check_thread_count(threads: int) -> None:
-    if not 0 <= threads <= 1024:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 1024:  # the API takes any
         raise GrokkingError(f"--threads must be 0 (a fair share of the cores) or a count up to 1024 (got {threads})")
 
 
@@ -390,6 +398,11 @@ def train_seeds(
     `log`: experiment loggers ("tensorboard", "wandb"), one logged run per seed."""
     observer = observer or Observer()
     check_available(log)
+    wrong = next((c for c in configs if not isinstance(c, RunConfig)), None)
+    if wrong is not None:
+        raise GrokkingError(
+            f"train() takes a RunConfig, e.g. PRESETS['quick'].replace(p=47), not a {type(wrong).__name__}"
+        )
     configs = [resolve(c) for c in configs]
     dirs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
     if len({c.replace(seed=0) for c in configs}) != 1:

@@ -38,7 +38,7 @@ def test_json_round_trip(tiny):
         ({"p": "97"}, "should be of type int"),
         ({"stop_on_grok": 1}, "should be of type bool"),
         ({"train_frac": 1.0}, "strictly between 0 and 1"),
-        ({"steps": 0}, "--steps must be a positive"),
+        ({"steps": 0}, "config: steps must be a positive"),  # the key of the JSON, not a flag
         ({"d_model": 30, "n_heads": 4}, "divisible by --n-heads"),
         ({"optimizer": "sgd"}, "adam, adamw"),
         ({"device": "tpu"}, "auto, cpu, cuda, mps"),

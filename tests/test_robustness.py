@@ -306,7 +306,7 @@ def test_a_config_with_nonsense_values_is_refused(trained, tmp_path):
     data = json.loads((run / "config.json").read_text())
     data["config"]["p"] = -5
     (run / "config.json").write_text(json.dumps(data))
-    assert_one_line_error(invoke("plot", "--run-dir", run), "--p must be")
+    assert_one_line_error(invoke("plot", "--run-dir", run), "config.json: p must be")
 
 
 def test_a_checkpoint_with_a_step_that_is_not_a_count_is_refused(trained, tmp_path):
@@ -382,14 +382,14 @@ def test_file_system_errors_are_one_line(trained, tmp_path):
     assert_one_line_error(invoke("train", *TINY_FLAGS, "--steps", "4", "--run-dir", loop / "run"), "loop")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_one_line_error(invoke("plot", "--run-dir", trained, "--out", blocker / "plots"), "Not a directory")
+    assert_one_line_error(invoke("plot", "--run-dir", trained, "--out", blocker / "plots"), "is a file where a folder")
 
 
 def test_a_folder_where_metrics_jsonl_should_be_is_one_line(trained, tmp_path):
     run = copy_of(trained, tmp_path)
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").mkdir()
-    assert_one_line_error(invoke("plot", "--run-dir", run), "cannot read")
+    assert_one_line_error(invoke("plot", "--run-dir", run), "metrics.jsonl is a folder, not a regular file")
 
 
 def test_ctrl_c_during_set_up_is_one_line_and_exit_130(monkeypatch):

@@ -250,7 +250,7 @@ def _drop_manifest(out: Path) -> None:
         (
             [*SWEEP, "--grid", "weight_decay=-1,1", "--out-dir", "{out}"],
             None,
-            "point train_frac=0.5_seed=0_weight_decay=-1.0: --weight-decay",
+            "point train_frac=0.5_seed=0_weight_decay=-1.0: weight_decay must be at least 0",  # the grid key typed
         ),
         ([*SWEEP, "--set", "steps=5", "--out-dir", "{out}"], None, "steps is given both"),
         ([*SWEEP, "--set", "seed=3", "--out-dir", "{out}"], None, "seed is both swept"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from grokking.analysis.nanda import CLUSTER_THRESHOLD, MEASURES, SOURCE, NandaSe
 from grokking.analysis.progress import AnswerGrid, progress_measures
 from grokking.analysis.sharpness import sharpness
 from grokking.errors import GrokkingError
-from grokking.evaluate import model_from_checkpoint, run_states
+from grokking.evaluate import finite_weights, model_from_checkpoint, run_states
 from grokking.plot import load_curves
-from grokking.rundir import RunDir, atomic_write_json
+from grokking.rundir import RunDir, atomic_write_json, check_targets
 from grokking.tasks import load_task
 
+RESULTS = ("spectrum", "progress", "ablation")  # each written to analysis/<name>.json and figures/<name>.png
 GRID_NOTE = {
     False: "all rows of the table",
     True: "rows with x = 0 or y = 0 (answer 0, outside the multiplicative group) are left out; "
@@ -43,10 +45,13 @@ def analyze_run(
     """
     run = RunDir(run_dir)
     config = run.read_config()
+    json_paths = [run.analysis_dir / f"{name}.json" for name in RESULTS]
+    figure_paths = [run.figures_dir / f"{name}.png" for name in RESULTS]
+    check_targets([*json_paths, *figure_paths])
     basis = fourier_basis(config.operation, config.p)
     curves = load_curves(run)
     data = load_task(config)
-    by_step = run_states(run, config)
+    by_step = finite_states(run, run_states(run, config), step)
     final_step = max(by_step)
     step = final_step if step is None else step
     if step not in by_step:
@@ -117,23 +122,41 @@ def analyze_run(
         "ablation": {**header, "step": step, **ablation},
         "sharpness": {**header, "step": step, **sharpness(model, data, config, seed=seed)},
     }
-    analysis_dir, figures_dir = run.analysis_dir, run.figures_dir
-    json_paths = [analysis_dir / f"{name}.json" for name in results]
-    for path, result in zip(json_paths, results.values()):
-        atomic_write_json(path, result)
+    for path, name in zip(json_paths, RESULTS):
+        atomic_write_json(path, results[name])
     title = f"{curves.label} · step {step:,}"
+    spectrum_path, progress_path, ablation_path = figure_paths
     figures = [
-        spectrum_figure(spectrum, energy, f"embedding spectrum · {title}", figures_dir / "spectrum.png"),
-        progress_figure(
-            curves,
-            rows,
-            progress_title(curves.label, nanda_key, final_key),
-            figures_dir / "progress.png",
-        ),
-        ablation_figure(ablation, f"Fourier ablation · {title}", figures_dir / "ablation.png"),
+        spectrum_figure(spectrum, energy, f"embedding spectrum · {title}", spectrum_path),
+        progress_figure(curves, rows, progress_title(curves.label, nanda_key, final_key), progress_path),
+        ablation_figure(ablation, f"Fourier ablation · {title}", ablation_path),
     ]
     results["files"] = [str(path) for path in json_paths + figures]
     return results
+
+
+def finite_states(run: RunDir, by_step: dict[int, dict[str, Any]], step: int | None) -> dict[int, dict[str, Any]]:
+    """The checkpoints whose weights are all finite. A diverged run saves NaN or infinite weights, which
+    have no spectrum to show: they are left out with a warning naming them, and refused where asked for."""
+    finite = {at: state for at, state in by_step.items() if finite_weights(state)}
+    diverged = ", ".join(f"{at:,}" for at in by_step if at not in finite)
+    if not diverged:
+        return by_step
+    if not finite:
+        raise GrokkingError(
+            f"every checkpoint of {run.path} has non-finite (NaN or infinite) weights: the run diverged before its "
+            "first one; there is nothing to analyze, train it again (e.g. with a lower --lr)"
+        )
+    kept = ", ".join(f"{at:,}" for at in finite)
+    if step is not None and step not in finite and step in by_step:
+        raise GrokkingError(
+            f"the step-{step:,} checkpoint of {run.path} has non-finite (NaN or infinite) weights: the run had "
+            f"diverged; give --step with one of the steps whose weights are finite: {kept}"
+        )
+    warnings.warn(
+        f"skipped the checkpoints of {run.path} with non-finite weights (the run diverged): {diverged}", stacklevel=2
+    )
+    return finite
 
 
 def progress_title(label: str, nanda_key: list[int], variant_key: list[int]) -> str:
