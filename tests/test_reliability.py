@@ -466,3 +466,12 @@ def test_diverged_eval_reports_no_accuracy_for_non_finite_weights(trained, tmp_p
     assert row["step"] == 20 and row["train_acc"] is None and row["val_acc"] is None
     table = invoke("eval", "--run-dir", run.path)
     assert table.exit_code == 0 and "nan" not in table.stdout and "—" in table.stdout, table.output
+
+
+def test_partial_output_plot_sweep_leaves_sweep_json_alone_when_its_figure_cannot_be_written(tmp_path):
+    out = tmp_path / "sweep"
+    assert invoke("sweep", "--grid", "seed=0", "--steps", "4", "--out-dir", out, "--emit-commands").exit_code == 0
+    (out / "plots").write_text("not a folder")
+    before = tree_checksums(out)
+    assert_one_line_error(invoke("plot", "--sweep", out), "plots is a file")
+    assert tree_checksums(out) == before
