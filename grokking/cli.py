@@ -49,7 +49,7 @@ from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.loggers import check_available
 from grokking.overview import overview
 from grokking.plot import plot_runs, plot_sweep, watch_runs
-from grokking.rundir import RunDir, to_json
+from grokking.rundir import RunDir, check_targets, to_json
 from grokking.slurm import COMMON_OPTIONS as COMMON_SLURM_OPTIONS
 from grokking.slurm import failure_lines, slurm_executor, submit_sweep, submitted_text, sweep_status
 from grokking.sweep import (
@@ -421,7 +421,9 @@ def plot_command(
         done = watch_runs(run_dir or [], out, watch, drew, metric or ())
         paths = done
     elif sweep is not None:
-        paths = [sweep / MANIFEST, plot_sweep(refresh_manifest(sweep), (out or sweep / "plots") / "sweep.png")]
+        figure = (out or sweep / "plots") / "sweep.png"
+        check_targets([figure])  # before sweep.json is refreshed: a refusal writes nothing
+        paths = [sweep / MANIFEST, plot_sweep(refresh_manifest(sweep), figure)]
     else:
         paths = plot_runs(run_dir or [], out, metric or ())
     for path in paths:

@@ -72,8 +72,14 @@ FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a
 def open_regular(path: Path, limit: int) -> Iterator[IO[bytes]]:
     """`path` opened for reading, refused (GrokkingError) unless it is a regular file of at most
     `limit` bytes: a FIFO would block the reader and a device such as /dev/zero never ends. A symbolic
-    link to a regular file is followed. A missing file raises FileNotFoundError, for the caller to tell."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO does not wait for a writer
+    link to a regular file is followed. A missing file raises FileNotFoundError, for the caller to tell;
+    one that cannot be opened is a GrokkingError too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO does not wait for a writer
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # no permission, a loop of symbolic links, ...
+        raise GrokkingError(f"cannot read {path} ({e.strerror or first_line(e)})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -91,10 +91,12 @@ def copy_of(trained: Path, to: Path) -> Path:
 
 
 def make_hostile(path: Path, kind: str) -> None:
-    """Replace `path` with a FIFO (no writer: opening it blocks) or a link to an endless device."""
+    """Replace `path` with a FIFO (no writer: opening it blocks), a link to itself or to an endless device."""
     path.unlink(missing_ok=True)
     if kind == "fifo":
         os.mkfifo(path)
+    elif kind == "loop":
+        path.symlink_to(path.name)
     else:
         path.symlink_to(f"/dev/{kind}")
 
@@ -107,20 +109,21 @@ HOSTILE_FILES = ["config.json", "metrics.jsonl", "summary.json", ".lock", "check
 def test_bounded_reads_runs_marks_each_hostile_run_dir_broken_and_lists_the_others(trained, tmp_path):
     root = tmp_path / "runs"
     copy_of(trained, root / "good")
-    for kind in ("fifo", "zero", "urandom"):
+    for kind in ("fifo", "zero", "urandom", "loop"):
         for name in HOSTILE_FILES[:4]:
             make_hostile(copy_of(trained, root / f"{kind}-{name.strip('.')}") / name, kind)
     result = grokking_process("runs", root, "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["run"]: row for row in json.loads(result.stdout)}
     assert rows.pop("good")["status"] == "finished"
-    assert len(rows) == 12
+    assert len(rows) == 16
     for name, row in rows.items():
-        file = name.split("-", 1)[1]
+        kind, file = name.split("-", 1)
         if file == "lock":  # a lock that cannot be read is stale: the run is listed as it stands
             assert row["status"] == "finished", row
         else:
-            assert row["status"] == "broken" and "not a regular file" in row["problem"] and file in row["problem"], row
+            why = "cannot read" if kind == "loop" else "not a regular file"
+            assert row["status"] == "broken" and why in row["problem"] and file in row["problem"], row
 
 
 READERS = {
@@ -463,3 +466,12 @@ def test_diverged_eval_reports_no_accuracy_for_non_finite_weights(trained, tmp_p
     assert row["step"] == 20 and row["train_acc"] is None and row["val_acc"] is None
     table = invoke("eval", "--run-dir", run.path)
     assert table.exit_code == 0 and "nan" not in table.stdout and "—" in table.stdout, table.output
+
+
+def test_partial_output_plot_sweep_leaves_sweep_json_alone_when_its_figure_cannot_be_written(tmp_path):
+    out = tmp_path / "sweep"
+    assert invoke("sweep", "--grid", "seed=0", "--steps", "4", "--out-dir", out, "--emit-commands").exit_code == 0
+    (out / "plots").write_text("not a folder")
+    before = tree_checksums(out)
+    assert_one_line_error(invoke("plot", "--sweep", out), "plots is a file")
+    assert tree_checksums(out) == before
