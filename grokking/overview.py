@@ -56,6 +56,7 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
     budget = config.steps if config else None
     if state == "new":
         problems.append("no metrics yet")
+    best_step = _possible_step(so_far["best_val_step"], budget)  # the best of an impossible step is not shown
     row = {
         "run": str(path.relative_to(root)) if path != root else path.resolve().name,
         "operation": get_operation(config.operation).describe(config.p) if config else None,
@@ -66,8 +67,8 @@ def run_row(path: Path, root: Path) -> dict[str, Any]:
         "memorization_step": _possible_step(so_far["memorization_step"], budget),
         "generalization_step": _possible_step(so_far["generalization_step"], budget),
         "val_acc": _possible_accuracy(so_far["final_val_acc"]),
-        "best_val_acc": _possible_accuracy(so_far["best_val_acc"]),
-        "best_val_step": _possible_step(so_far["best_val_step"], budget),
+        "best_val_acc": _possible_accuracy(so_far["best_val_acc"]) if best_step is not None else None,
+        "best_val_step": best_step,
         "status": state,
         "problem": "; ".join(problems) or None,
     }
