@@ -1,8 +1,10 @@
 """The `grokking` command: Typer commands that parse options, call one package function and print.
 
 `train`'s config options are generated from RunConfig's field metadata, so a new hyperparameter is
-one field in config.py. Every command shares one error handling (`command`): a GrokkingError is one
-line on stderr and exit code 2, Ctrl-C during set-up is one line and exit code 130.
+one field in config.py. The training engine, the analysis and the plots (torch, matplotlib) are
+imported by the commands that use them, so that `--help` and a wrong flag answer at once. Every
+command shares one error handling (`command`): a GrokkingError is one line on stderr and exit code
+2, Ctrl-C during set-up is one line and exit code 130.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import typing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,8 +27,6 @@ from rich.progress import Progress
 from rich.text import Text
 
 from grokking import display
-from grokking.analysis import analyze_run
-from grokking.bench import bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok
 from grokking.config import (
     ACCEL,
     ARCHITECTURES,
@@ -45,11 +45,10 @@ from grokking.config import (
     resolve,
 )
 from grokking.errors import GrokkingError, first_line
-from grokking.evaluate import evaluate_checkpoints, run_checkpoints
 from grokking.loggers import check_available
 from grokking.overview import overview
-from grokking.plot import plot_runs, plot_sweep, watch_runs
-from grokking.rundir import RunDir, check_targets, to_json
+from grokking.processes import check_thread_count
+from grokking.rundir import RunDir, check_targets, plan_runs, to_json
 from grokking.slurm import COMMON_OPTIONS as COMMON_SLURM_OPTIONS
 from grokking.slurm import failure_lines, slurm_executor, submit_sweep, submitted_text, sweep_status
 from grokking.sweep import (
@@ -63,7 +62,9 @@ from grokking.sweep import (
     train_commands,
     write_manifest,
 )
-from grokking.train import TrainingInterrupted, check_thread_count, plan_runs, train_seeds
+
+if TYPE_CHECKING:
+    from grokking.train import TrainingInterrupted
 
 main = typer.Typer(
     name="grokking",
@@ -254,6 +255,8 @@ def train_command(
         shown = [{"run_dir": str(r.path), "config": c.to_dict()} for c, r in plan]
         print(to_json(shown if seeds is not None else shown[0], indent=2))
         return
+    from grokking.train import TrainingInterrupted, train_seeds  # the engine and torch, once there is work
+
     for run in runs:
         plot_hint = shlex.join(["grokking", "plot", "--run-dir", str(run.path)])
         line = Text.assemble(("training ", "bold"), str(run.path), "  (", (plot_hint, "dim"), " draws it at any time)")
@@ -332,6 +335,8 @@ def sweep_command(
     **flags: Any,
 ) -> None:
     """Train a grid of configs, one run dir a point; running it again skips finished points and resumes the rest."""
+    from grokking.train import TrainingInterrupted
+
     if out_dir is None:
         raise GrokkingError("give --out-dir DIR, the folder for the sweep's run dirs")
     if status:
@@ -407,6 +412,8 @@ def plot_command(
     ] = None,
 ) -> None:
     """Draw plots/accuracy.png and plots/loss.png from metrics.jsonl (also while training), or a sweep's summary."""
+    from grokking.plot import plot_runs, plot_sweep, watch_runs
+
     if run_dir and sweep is not None:
         raise GrokkingError("give --run-dir or --sweep, not both")
     if metric and sweep is not None:
@@ -438,6 +445,8 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Recompute train/validation loss and accuracy of saved checkpoints on the run's split."""
+    from grokking.evaluate import evaluate_checkpoints, run_checkpoints
+
     if (checkpoint is None) == (run_dir is None):
         raise GrokkingError("give exactly one of --checkpoint FILE or --run-dir DIR")
     if checkpoint is not None:
@@ -480,6 +489,8 @@ def bench_command(
     """Measure training speed: this package's engine against a plain reference loop, in one process.
 
     --precision and --compile apply to the engine (compile time untimed); the reference stays eager fp32."""
+    from grokking.bench import bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok
+
     config = resolve(preset_config(preset).replace(**given_fields(flags)))
     if not (0 < steps <= 10**6 and 0 < rounds <= steps and 0 < max_steps <= 10**7 and 0 <= together <= 1024):
         raise GrokkingError(
@@ -539,6 +550,8 @@ def analyze_command(
 
     Writes RUN_DIR/analysis/{spectrum,progress,ablation,sharpness}.json and figures/{spectrum,progress,ablation}.png.
     """
+    from grokking.analysis import analyze_run
+
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         results = analyze_run(run_dir, step, energy, top_k, draws, seed, progress)
     if as_json:

@@ -15,6 +15,7 @@ import torch
 
 from grokking import __version__
 from grokking.errors import GrokkingError
+from grokking.processes import available_cores, process_computing
 
 
 def resolve_device(name: str, needs_float64: bool = False) -> torch.device:
@@ -85,14 +86,6 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def available_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class ThreadShare:
     """Fair CPU threads for trainings that run side by side on one machine.
 
@@ -150,27 +143,3 @@ class ThreadShare:
         wanted = self.threads()
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_computing(pid: int) -> bool:
-    """Whether a process with this pid exists and is not stopped (Ctrl-Z, SIGSTOP): a stopped training
-    uses no core until it continues, and its share is given back at the others' next evaluation."""
-    if not process_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]  # the field after the command name in parentheses
-    except (OSError, IndexError):  # not Linux, or it just ended
-        return True
-    return state not in ("T", "t")

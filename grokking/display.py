@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich import box
 from rich.console import Console
@@ -20,8 +20,11 @@ from rich.text import Text
 
 from grokking.config import GENERALIZED, RunConfig
 from grokking.errors import naming
+from grokking.observer import Observer
 from grokking.overview import COLUMNS, overview_table_rows
-from grokking.train import Observer, SeedRun
+
+if TYPE_CHECKING:
+    from grokking.train import SeedRun
 
 # ASCII stand-ins for the characters our output uses, where a stream cannot encode them (LANG=C,
 # PYTHONIOENCODING=ascii); others fall back to their decomposition (ḡ -> g), a letter's name (λ -> lamda) or ?.

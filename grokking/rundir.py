@@ -22,20 +22,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from grokking.config import (
     GENERALIZED,
     MEMORIZED,
     RESUMABLE_FIELDS,
     RunConfig,
+    architecture,
     config_differences,
     flag_name,
+    parse_int_range,
+    preset_config,
     resolve,
 )
-from grokking.device import process_alive
 from grokking.errors import GrokkingError, first_line, naming
 from grokking.operations import get_operation
+from grokking.processes import process_alive
 
 
 def temp_file_for(path: Path) -> tuple[int, str]:
@@ -330,6 +331,8 @@ class RunDir:
     # checkpoints -------------------------------------------------------------------------------
 
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        import torch  # here, not at the top: listing and plotting run dirs need no torch (start-up)
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(path, buffer.getvalue())
@@ -350,6 +353,8 @@ def _metrics_record(line: bytes) -> dict[str, Any] | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint of plain tensors and primitives; anything that would run code is refused."""
+    import torch  # as in save_checkpoint
+
     try:
         with open_regular(path, CHECKPOINT_LIMIT) as file:
             state = torch.load(file, map_location="cpu", weights_only=True)
@@ -602,3 +607,39 @@ def _lock_owner(lock_path: Path) -> int | None:
     except (OSError, ValueError, GrokkingError):
         return None
     return pid if 0 < pid < 2**31 else None  # 0 and -1 would name process groups to os.kill
+
+
+MAX_SEEDS = 1024  # seeds one command trains (each is a model, an optimizer and a run dir)
+
+
+def plan_runs(
+    preset: str | None,
+    overrides: dict[str, Any],
+    seeds: str | None = None,
+    run_dir: Path | None = None,
+    out_dir: Path = Path("runs"),
+    resume: bool = False,
+    arch: str | None = None,
+) -> list[tuple[RunConfig, RunDir]]:
+    """The resolved config and run dir of each run `grokking train` is asked for: the preset (or, with
+    --resume and a --run-dir but no --preset, the run's saved config), then the named architecture,
+    then the flags given."""
+    if resume and preset is None and run_dir is not None:
+        config = RunDir(run_dir).read_config()
+    else:
+        config = preset_config(preset or "quick")
+    config = config.replace(**{**(architecture(arch) if arch is not None else {}), **overrides})
+    config = resolve(config)
+    if config.device != "auto":  # a device asked for by name is checked now; auto is, when training starts
+        from grokking.device import resolve_device  # torch: not for a plain --dry-run
+
+        resolve_device(config.device, needs_float64=config.loss_dtype == "float64")
+    if seeds is None:
+        return [(config, RunDir(run_dir) if run_dir is not None else default_run_dir(config, out_dir))]
+    if run_dir is not None:
+        raise GrokkingError("--seeds writes one run dir per seed under --out-dir; drop --run-dir")
+    chosen = parse_int_range(seeds, "--seeds")
+    if len(chosen) > MAX_SEEDS:
+        raise GrokkingError(f"--seeds names {len(chosen):,} seeds; train at most {MAX_SEEDS:,} at once")
+    configs = [resolve(config.replace(seed=s)) for s in chosen]
+    return [(c, default_run_dir(c, out_dir)) for c in configs]

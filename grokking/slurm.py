@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from grokking.config import RunConfig
-from grokking.device import available_cores
 from grokking.errors import GrokkingError, first_line
+from grokking.observer import Observer
+from grokking.processes import available_cores
 from grokking.rundir import atomic_write_json, read_json
 from grokking.sweep import FALSE, TRUE, Sweep, check_jobs, point_report, write_manifest
-from grokking.train import Observer, SeedRun, TrainingInterrupted, train_seeds
 
 JOBS_FILE = "slurm.json"  # beside sweep.json: {"points": {name: {"job_id", "log", "submitted"}}}
 FOLDER = "slurm"  # submitit's files: batch scripts, pickled tasks and results, logs
@@ -68,6 +68,8 @@ class PointTask:
     checkpoint saved but requeues nothing unless the warning follows (pre-emption sends both)."""
 
     def __call__(self, config: RunConfig, run_dir: str, log: Sequence[str] = ()) -> dict[str, Any]:
+        from grokking.train import TrainingInterrupted, train_seeds  # the engine only in the task: start-up
+
         warned: list[int] = []
         warning = submitit_warning_signal()
         handler = signal.getsignal(warning)  # submitit's: dump checkpoint(), `scontrol requeue`, exit
@@ -124,7 +126,7 @@ class TaskLog(Observer):
     def __init__(self, threads: int):
         self.threads = threads
 
-    def started(self, runs: Sequence[SeedRun], total: int) -> None:
+    def started(self, runs: Sequence[Any], total: int) -> None:
         run, threads = runs[0], f"{self.threads} thread{'s' * (self.threads > 1)}"
         print(f"training {run.run.path} from step {run.state.step:,} of {total:,} ({threads})", flush=True)
 

@@ -37,8 +37,9 @@ from grokking.config import (
     repeated,
     resolve,
 )
-from grokking.device import available_cores
 from grokking.errors import GrokkingError, first_line
+from grokking.observer import Observer
+from grokking.processes import available_cores
 from grokking.rundir import (
     RunDir,
     atomic_write_json,
@@ -48,7 +49,6 @@ from grokking.rundir import (
     require_directory_path,
     summarize,
 )
-from grokking.train import Observer, TrainingInterrupted, stop_signals, train_seeds
 
 MANIFEST = "sweep.json"
 NOT_WITHIN_BUDGET = "not within budget"
@@ -385,6 +385,8 @@ def run_sweep(
     `say` what happens, each point logged to the experiment loggers `log`; return every point's report.
     With `jobs` > 1, that many points (or seed groups) train side by side, each in its own process
     with an equal share of the cores (at least one thread), and `observer` is not told their steps."""
+    from grokking.train import train_seeds  # the engine (and torch) only when a sweep trains: start-up
+
     check_jobs(jobs)
     write_manifest(sweep)
     todo = [p for p in sweep.points if point_state(p)[0] != "done"]
@@ -411,6 +413,8 @@ def _train_side_by_side(
     """Train `groups` in up to `jobs` worker processes at once. A stop signal is passed on to the
     workers, which save their checkpoints; a worker that fails lets the others finish, starts no more,
     and its error (already printed by the worker) ends the sweep."""
+    from grokking.train import TrainingInterrupted, stop_signals  # as in run_sweep
+
     threads = max(1, available_cores() // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or locks
     waiting, running, failed, stopping = list(groups), {}, [], False
@@ -467,6 +471,8 @@ def exit_text(code: int | None) -> str:
 def train_in_worker(configs: list[RunConfig], runs: list[Path], threads: int, log: Sequence[str]) -> None:
     """A sweep worker process: train one group of points; its exit code tells the sweep how it ended
     (0 done, 2 an error it printed as one line, 128 + the signal number when stopped)."""
+    from grokking.train import TrainingInterrupted, train_seeds  # as in run_sweep
+
     try:
         train_seeds(configs, runs, threads=threads, log=log)
     except TrainingInterrupted as stop:

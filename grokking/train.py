@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +21,6 @@ from grokking.config import (
     GENERALIZED,
     GROK_PATIENCE,
     RunConfig,
-    architecture,
-    parse_int_range,
-    preset_config,
     resolve,
 )
 from grokking.device import ThreadShare, autocast, compiled, configure_torch, resolve_device, runtime_info
@@ -33,12 +29,13 @@ from grokking.evaluate import evaluate
 from grokking.loggers import RunLogger, check_available, open_loggers
 from grokking.losses import answer_loss
 from grokking.model import build_model, layer_weight_norms, noisy_weights, weight_norm
+from grokking.observer import Observer
 from grokking.optim import build_optimizer, learning_rate, set_learning_rate, step_measures
-from grokking.rundir import RunDir, default_run_dir, is_step_count, load_checkpoint, prepare, remove_run, summarize
+from grokking.processes import check_thread_count
+from grokking.rundir import RunDir, is_step_count, load_checkpoint, prepare, remove_run, summarize
 from grokking.seeds import SeedStepper, blockers
 from grokking.tasks import BatchSampler, TaskData, load_task
 
-MAX_SEEDS = 1024  # seeds one command trains (each is a model, an optimizer and a run dir)
 # What latest.pt holds beyond a kept snapshot and every resume reads (grokfast's and CUDA's state only when used).
 RESUME_STATE = ("optimizer", "elapsed_s", "grok_streak", "grokked_step", "last_metrics", "train_indices", "torch_rng")
 
@@ -72,22 +69,6 @@ def is_eval_step(config: RunConfig, step: int) -> bool:
 def is_snapshot_step(config: RunConfig, step: int) -> bool:
     """Kept checkpoints: every power of two (dense early) and every `snapshot_every` steps (sparse late)."""
     return step & (step - 1) == 0 or step % config.snapshot_every == 0 or step == config.steps
-
-
-class Observer:
-    """What training tells whoever watches it; the defaults ignore everything."""
-
-    def started(self, runs: Sequence[SeedRun], total: int) -> None:
-        """A loop over `runs` begins (they share their step, `runs[0].state.step`, out of `total`)."""
-
-    def evaluated(self, run: SeedRun, record: dict[str, Any]) -> None:
-        """`run` wrote `record` to its metrics.jsonl."""
-
-    def advanced(self, step: int, runs: Sequence[SeedRun]) -> None:
-        """The loop finished `step`."""
-
-    def note(self, message: str) -> None:
-        """Something the user should know about how the runs are trained."""
 
 
 @dataclass
@@ -377,11 +358,6 @@ def _loop(
             seed_run.close_loggers()
 
 
-def check_thread_count(threads: int) -> None:
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 1024:  # the API takes any
-        raise GrokkingError(f"--threads must be 0 (a fair share of the cores) or a count up to 1024 (got {threads})")
-
-
 def train_seeds(
     configs: list[RunConfig],
     runs: Sequence[RunDir | str | os.PathLike],
@@ -447,33 +423,3 @@ def train(
     """Train `config` into `run` (continuing it if it holds this run) and return the summary:
     what `grokking train --run-dir RUN` does."""
     return train_seeds([config], [run], resume, overwrite, observer, threads, log)[0]
-
-
-def plan_runs(
-    preset: str | None,
-    overrides: dict[str, Any],
-    seeds: str | None = None,
-    run_dir: Path | None = None,
-    out_dir: Path = Path("runs"),
-    resume: bool = False,
-    arch: str | None = None,
-) -> list[tuple[RunConfig, RunDir]]:
-    """The resolved config and run dir of each run `grokking train` is asked for: the preset (or, with
-    --resume and a --run-dir but no --preset, the run's saved config), then the named architecture,
-    then the flags given."""
-    if resume and preset is None and run_dir is not None:
-        config = RunDir(run_dir).read_config()
-    else:
-        config = preset_config(preset or "quick")
-    config = config.replace(**{**(architecture(arch) if arch is not None else {}), **overrides})
-    config = resolve(config)
-    resolve_device(config.device, needs_float64=config.loss_dtype == "float64")
-    if seeds is None:
-        return [(config, RunDir(run_dir) if run_dir is not None else default_run_dir(config, out_dir))]
-    if run_dir is not None:
-        raise GrokkingError("--seeds writes one run dir per seed under --out-dir; drop --run-dir")
-    chosen = parse_int_range(seeds, "--seeds")
-    if len(chosen) > MAX_SEEDS:
-        raise GrokkingError(f"--seeds names {len(chosen):,} seeds; train at most {MAX_SEEDS:,} at once")
-    configs = [resolve(config.replace(seed=s)) for s in chosen]
-    return [(c, default_run_dir(c, out_dir)) for c in configs]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import grokking
 
 PACKAGE = Path(grokking.__file__).parent
@@ -17,6 +19,7 @@ LAYERS = {
     "errors": 0,
     "operations": 1,
     "layout": 1,
+    "processes": 1,
     "config": 2,
     "device": 2,
     "roofline": 2,
@@ -30,6 +33,7 @@ LAYERS = {
     "evaluate": 4,
     "overview": 4,
     "seeds": 4,
+    "observer": 4,
     "train": 5,
     "plot": 5,
     "sweep": 6,
@@ -101,3 +105,14 @@ def test_importing_the_config_loads_no_cli_or_plotting_library():
     code = "import sys, grokking.config; print(sorted(m for m in ('typer', 'rich', 'matplotlib') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train", "--preset", "paper_wd", "--dry-run"]])
+def test_help_and_a_dry_run_load_neither_torch_nor_matplotlib(args):
+    """They answer in under a second: the engine, the analysis and the plots load when a command works."""
+    code = (
+        "import sys\nfrom grokking.cli import run\ntry:\n    run(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert result.stderr.strip().splitlines()[-1] == "[]"

@@ -227,7 +227,7 @@ def test_printed_hints_are_shell_quoted(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted(signal.SIGINT, 3)
 
-    monkeypatch.setattr("grokking.cli.train_seeds", interrupted)
+    monkeypatch.setattr("grokking.train.train_seeds", interrupted)  # the command imports it when it trains
     run = tmp_path / "x; touch PWNED"
     result = invoke("train", *TINY_FLAGS, "--run-dir", run)
     assert result.exit_code == 130

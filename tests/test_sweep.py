@@ -231,7 +231,7 @@ def test_ctrl_c_ends_the_sweep_with_a_hint_to_run_it_again(tmp_path, monkeypatch
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted(signal.SIGINT, 7)
 
-    monkeypatch.setattr("grokking.sweep.train_seeds", interrupted)
+    monkeypatch.setattr("grokking.train.train_seeds", interrupted)  # the sweep imports it when it trains
     result = invoke(*SWEEP, "--out-dir", tmp_path / "sweep")
     assert result.exit_code == 130
     lines = result.stderr.strip().splitlines()
