@@ -169,6 +169,7 @@ def test_bounded_reads_resume_from_a_hostile_latest_checkpoint_is_one_line(train
     assert_one_line_error(result, "latest.pt is a FIFO, not a regular file")
 
 
+@pytest.mark.slow
 def test_bounded_reads_an_endless_device_is_refused_by_every_command(trained, tmp_path):
     run = copy_of(trained, tmp_path / "run")
     make_hostile(run / "metrics.jsonl", "zero")
@@ -210,6 +211,7 @@ def test_bounded_reads_a_symlink_to_a_regular_file_is_still_read(trained, tmp_pa
 ASCII_LOCALE = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
 
 
+@pytest.mark.slow
 def test_locale_training_and_listing_finish_under_an_ascii_locale(tmp_path):
     run = tmp_path / "runs" / "run"
     result = grokking_process("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run, env=ASCII_LOCALE)
