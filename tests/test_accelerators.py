@@ -104,7 +104,16 @@ TRAINING_OPTIONS = {  # the accelerators, and openai/grok's training options
 }
 
 
-@pytest.mark.parametrize("options", TRAINING_OPTIONS.values(), ids=TRAINING_OPTIONS.keys())
+EDIT_LOOP_OPTIONS = ("grokfast-ema", "decay to init")  # the fast suite resumes one of each kind; CI every one
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(options, id=name, marks=() if name in EDIT_LOOP_OPTIONS else pytest.mark.slow)
+        for name, options in TRAINING_OPTIONS.items()
+    ],
+)
 def test_training_options_change_training_and_resume_exactly(tmp_path, tiny, options):
     config = tiny.replace(**options)
     whole, halves, plain = (RunDir(tmp_path / name) for name in ("whole", "halves", "plain"))

@@ -134,7 +134,12 @@ def test_training_again_with_the_same_config_continues_instead_of_restarting(tra
     assert after[: len(before)] == before
 
 
-@pytest.mark.parametrize("operation", list(OPERATIONS))
+EDIT_LOOP_OPERATIONS = ("div", "s5_mul")  # one of each kind of table in the fast suite; every one in CI
+
+
+@pytest.mark.parametrize(
+    "operation", [pytest.param(op, marks=() if op in EDIT_LOOP_OPERATIONS else pytest.mark.slow) for op in OPERATIONS]
+)
 def test_every_operation_trains_plots_and_evaluates(operation, tmp_path):
     flags = [*TINY_FLAGS, "--p", "7", "--steps", "4", "--eval-every", "2", "--op", operation, "--out-dir", tmp_path]
     result = invoke("train", *flags)
