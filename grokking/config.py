@@ -643,7 +643,7 @@ def preset_overrides(config: RunConfig) -> str:
         preset.replace(split_seed=config.replace(split_seed=preset.split_seed).data_seed),
     )
     ours, preset = config.to_dict(), preset.to_dict()
-    ignored = RESUMABLE_FIELDS | {"seed", "eval_every", "operation", "p"}  # the label names the task and seed
+    ignored = RESUMABLE_FIELDS | {"seed", "eval_every", "operation", "p"} | inert_fields(config)  # label: task, seed
     changes = [k for k in ours if k not in ignored and ours[k] != preset[k]]
     named = next(  # a whole named architecture in place of the preset's is said by its name
         (name for name, switches in ARCHITECTURES.items() if all(ours[k] == v for k, v in switches.items())), None
@@ -651,6 +651,19 @@ def preset_overrides(config: RunConfig) -> str:
     words = [f"arch={named}"] if named and any(k in ARCHITECTURES[named] for k in changes) else []
     words += [f"{k}={ours[k]}" for k in changes if not (words and k in ARCHITECTURES[named])]
     return ", ".join(words)
+
+
+def inert_fields(config: RunConfig) -> set[str]:
+    """The fields whose value changes nothing in this config, so that a label need not name them: a run dir
+    written before such a field existed loads its default, which is not necessarily the preset's."""
+    inert = set()
+    if config.dropout == 0:
+        inert.add("attention_dropout")
+    if not config.bias:
+        inert.add("attention_bias")
+    if config.weight_decay == 0:
+        inert.add("weight_decay_kind")
+    return inert
 
 
 # Fields that may change when a run is resumed: they do not alter the training trajectory.

@@ -1,6 +1,6 @@
 import pytest
 
-from grokking.config import PRESETS, RunConfig, preset_config, resolve
+from grokking.config import PRESETS, RunConfig, preset_config, preset_overrides, resolve
 from grokking.errors import GrokkingError
 
 
@@ -94,3 +94,11 @@ def test_batch_size_takes_openai_groks_hints():
     assert resolve(RunConfig()).batch_size == 512
     with pytest.raises(GrokkingError, match="a count from 1 to the 55 training examples"):
         resolve(tiny.replace(batch_size=56))
+
+
+def test_a_label_names_only_departures_that_change_something():
+    """A run dir written before a switch existed loads its default; where the switch does nothing
+    (attention biases without biases, attention dropout without dropout) its label does not name it."""
+    older = resolve(PRESETS["paper_wd"].replace(attention_bias=True, attention_dropout=True))
+    assert preset_overrides(older) == ""
+    assert preset_overrides(older.replace(dropout=0.1)) == "dropout=0.1, attention_dropout=True"
