@@ -110,3 +110,13 @@ def test_a_stop_during_a_step_stops_with_a_checkpoint(tmp_path, tiny):
     assert stop.value.step == 5 and run.latest_path.is_file()
     summary = train(tiny, run)
     assert summary["steps_done"] == tiny.steps and run.read_metrics()[0]["step"] == 1
+
+
+def test_a_run_dir_from_before_a_switch_existed_resumes_where_the_switch_does_nothing(tmp_path, tiny):
+    """Its config.json lacks the switch and loads the default; without biases attention_bias changes nothing,
+    so the preset's value of it does not make the run 'a different config'."""
+    config = tiny.replace(bias=False, steps=4)
+    run = RunDir(tmp_path / "run")
+    train(config, run)
+    train(config.replace(attention_bias=False, steps=8), run)
+    assert run.read_metrics()[-1]["step"] == 8
