@@ -22,7 +22,8 @@ PAPER_LATE_OPENAI = "paper_late_openai/div_p97_paper_late_s0"
 # each row summarizes.
 GROKKED_ROWS = {
     "quick": ["div_p47_quick_s0"],
-    "paper_wd, the preset": [f"paper_wd_preset/div_p97_paper_wd_s{seed}" for seed in range(5)],
+    "paper_wd, the preset": [f"paper_wd_parity/div_p97_paper_wd_s{seed}" for seed in range(5)],
+    "paper_wd, earlier split and warmup": [f"paper_wd_preset/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "paper_wd, task tokens, full batches": [f"paper_wd_openai/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "paper_wd, pre-LN": [f"paper_wd_seeds/div_p97_paper_wd_s{seed}" for seed in range(5)],
     "nanda_add": ["add_p113_nanda_add_s0"],
@@ -71,7 +72,7 @@ def test_the_paper_late_openai_run_is_reported_at_its_last_committed_evaluation(
 
 
 @pytest.mark.parametrize(
-    "folder", ["paper_wd_preset", "paper_wd_vocab_only", "paper_wd_openai", "paper_wd_openai_bf16"]
+    "folder", ["paper_wd_parity", "paper_wd_preset", "paper_wd_vocab_only", "paper_wd_openai", "paper_wd_openai_bf16"]
 )
 def test_the_records_seed_tables_give_the_committed_steps(folder):
     text = RECORD.read_text(encoding="utf-8")
