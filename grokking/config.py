@@ -671,6 +671,8 @@ RESUMABLE_FIELDS = frozenset({"steps", "device", "compile", "stop_on_grok", "che
 
 
 def config_differences(old: RunConfig, new: RunConfig, ignore: frozenset[str] = frozenset()) -> list[str]:
-    """Human-readable `key: old -> new` lines for the fields that differ."""
+    """Human-readable `key: old -> new` lines for the fields that differ, leaving out those that change
+    nothing in either (`inert_fields`: a run dir written before such a field existed loads its default)."""
     a, b = old.to_dict(), new.to_dict()
+    ignore = ignore | (inert_fields(old) & inert_fields(new))
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]

@@ -28,6 +28,7 @@ from grokking.config import (  # noqa: E402
     PRESETS,
     RESUMABLE_FIELDS,
     RunConfig,
+    inert_fields,
     preset_overrides,
 )
 from grokking.errors import GrokkingError  # noqa: E402
@@ -186,7 +187,7 @@ def shared_settings(configs: list[RunConfig]) -> str:
 def differing_fields(configs: list[RunConfig]) -> list[str]:
     """The config fields whose values tell overlaid runs apart (not those that may change on resume)."""
     dicts = [c.to_dict() for c in configs]
-    ignored = RESUMABLE_FIELDS | {"eval_every"}
+    ignored = RESUMABLE_FIELDS | {"eval_every"} | set.intersection(*(inert_fields(c) for c in configs))
     return [k for k in dicts[0] if k not in ignored and len({repr(d[k]) for d in dicts}) > 1]
 
 

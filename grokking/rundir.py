@@ -30,7 +30,6 @@ from grokking.config import (
     architecture,
     config_differences,
     flag_name,
-    inert_fields,
     parse_int_range,
     preset_config,
     resolve,
@@ -544,9 +543,7 @@ def check_same_config(stored: RunConfig, config: RunConfig, what: str, advice: s
     """Refuse when `stored` (what a run dir or checkpoint holds) differs from `config` in more than the
     resumable fields: "<what> (key: old -> new); <advice>". Both are compared resolved: a config.json
     that leaves a default open (older ones wrote `loss_dtype: null`) is the run that default gives."""
-    stored, config = resolve(stored), resolve(config)
-    inert = frozenset(inert_fields(stored) & inert_fields(config))  # e.g. attention_bias without biases
-    differences = config_differences(stored, config, ignore=RESUMABLE_FIELDS | inert)
+    differences = config_differences(resolve(stored), resolve(config), ignore=RESUMABLE_FIELDS)
     if differences:
         raise GrokkingError(f"{what} ({'; '.join(differences)}); {advice}")
 

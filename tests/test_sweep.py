@@ -20,6 +20,7 @@ from grokking.errors import GrokkingError
 from grokking.plot import plot_sweep
 from grokking.rundir import RunDir
 from grokking.sweep import (
+    MANIFEST,
     NOT_WITHIN_BUDGET,
     flag_aliases,
     load_sweep,
@@ -324,3 +325,15 @@ def test_a_failing_worker_ends_the_sweep_with_its_error_and_the_others_finish(tm
     assert "Traceback" not in result.output
     for name in NAMES[2:]:  # the other seed group
         assert json.loads((out / name / "summary.json").read_text())["steps_done"] == 20
+
+
+def test_a_sweep_from_before_a_switch_existed_continues_where_the_switch_does_nothing(tmp_path):
+    """Its sweep.json base lacks attention_bias and loads the default; without biases that changes
+    nothing, so the same sweep is not refused as a different one."""
+    sweep = plan_sweep("paper_wd", ["seed=0-1"], tmp_path / "s", {"steps": 5}, [])
+    write_manifest(sweep)
+    manifest = tmp_path / "s" / MANIFEST
+    record = json.loads(manifest.read_text())
+    del record["base"]["attention_bias"]
+    manifest.write_text(json.dumps(record))
+    assert plan_sweep("paper_wd", ["seed=0-1"], tmp_path / "s", {"steps": 5}, []).base == sweep.base
