@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from grokking import main
 from grokking.config import RunConfig
 from grokking.rundir import RunDir
 from grokking.train import Observer
@@ -82,3 +85,28 @@ class Notes(Observer):
 
     def note(self, message):
         self.notes.append(message)
+
+
+def invoke(*args):
+    """The CLI, in this process, with every argument as text."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, message: str, code: int = 2) -> None:
+    """What every user mistake gets: `message` in one line on stderr, exit `code`, no traceback."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny run dir trained by the CLI once per test module; tests change copies of it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run).exit_code == 0
+    return run
+
+
+def copy_of(run: Path, to: Path) -> Path:
+    return Path(shutil.copytree(run, to))

@@ -18,27 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from grokking import main
 from grokking.errors import GrokkingError
 from grokking.rundir import RunDir, load_checkpoint
 from grokking.sweep import load_sweep
 
-from .conftest import TINY_FLAGS, tree_checksums
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "Traceback" not in result.output
+from .conftest import TINY_FLAGS, assert_one_line_error, copy_of, invoke, tree_checksums
 
 
 class Hung(Exception):
@@ -77,17 +62,6 @@ def grokking_process(*args, env: dict[str, str] | None = None, timeout: int = 60
         env={**os.environ, **(env or {})},
         preexec_fn=limit_memory,
     )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("reliability") / "run"
-    assert invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run).exit_code == 0
-    return run
-
-
-def copy_of(trained: Path, to: Path) -> Path:
-    return Path(shutil.copytree(trained, to))
 
 
 def make_hostile(path: Path, kind: str) -> None:

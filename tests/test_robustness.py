@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from typer.testing import CliRunner
 
 from grokking import main
 from grokking.config import RunConfig, base_type, field_types, flag_name
@@ -22,38 +21,13 @@ from grokking.errors import GrokkingError
 from grokking.rundir import RunDir, load_checkpoint
 from grokking.train import TrainingInterrupted
 
-from .conftest import TINY, TINY_FLAGS, tree_checksums
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, message: str, code: int = 2) -> None:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "Traceback" not in result.output
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("robust") / "run"
-    assert invoke("train", *TINY_FLAGS, "--steps", "20", "--run-dir", run).exit_code == 0
-    return run
-
-
-def copy_of(trained: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run"))
-
+from .conftest import TINY, TINY_FLAGS, assert_one_line_error, copy_of, invoke, tree_checksums
 
 # --overwrite ------------------------------------------------------------------------------------
 
 
 def test_overwrite_never_deletes_a_file_grokking_did_not_write(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     (run / "notes.txt").write_text("keep")
     (run / "src").mkdir()
     (run / "src" / "main.py").write_text("keep")
@@ -77,7 +51,7 @@ def test_overwrite_refuses_a_folder_whose_config_json_is_not_ours(tmp_path):
 
 
 def test_overwrite_never_follows_a_symlink_out(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep")
@@ -92,7 +66,7 @@ def test_overwrite_never_follows_a_symlink_out(trained, tmp_path):
 
 
 def test_overwrite_replaces_a_run_that_holds_only_grokking_files(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     assert invoke("plot", "--run-dir", run).exit_code == 0
     (run / "checkpoints" / ".latest.pt.abc_1234.tmp").write_bytes(b"torn")
     result = invoke("train", *TINY_FLAGS, "--steps", "4", "--run-dir", run, "--overwrite")
@@ -115,7 +89,7 @@ def test_overwrite_of_several_seeds_checks_every_run_dir_before_deleting_any(tra
 
 
 def test_overwrite_keeps_files_that_only_look_like_grokkings(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     (run / "plots").mkdir(exist_ok=True)
     (run / "plots" / "my_figure.png").write_bytes(b"png")
     (run / ".notes.tmp").write_text("keep")
@@ -130,7 +104,7 @@ def test_overwrite_keeps_files_that_only_look_like_grokkings(trained, tmp_path):
 
 
 def test_a_run_dir_with_metrics_but_no_checkpoint_is_not_silently_restarted(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     shutil.rmtree(run / "checkpoints")  # as runs are shared and committed
     before = tree_checksums(tmp_path)
     for extra in ([], ["--resume"]):
@@ -151,7 +125,7 @@ def test_a_run_dir_with_metrics_but_no_checkpoint_is_not_silently_restarted(trai
     ],
 )
 def test_plot_draws_metrics_that_give_a_log_axis_nothing_to_show(trained, tmp_path, record):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     result = invoke("plot", "--run-dir", run)
     assert result.exit_code == 0, result.output
@@ -159,7 +133,7 @@ def test_plot_draws_metrics_that_give_a_log_axis_nothing_to_show(trained, tmp_pa
 
 
 def test_a_copy_of_a_checkpoint_under_another_name_is_not_taken_for_one(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     kept = sorted((run / "checkpoints").glob("step_*.pt"))
     shutil.copy(kept[0], run / "checkpoints" / f"{kept[0].stem} copy.pt")
     assert RunDir(run).snapshots() == kept
@@ -266,7 +240,7 @@ def test_a_lock_held_by_another_live_process_is_respected(tmp_path):
 
 
 def test_orphan_temp_files_of_a_killed_write_are_removed_when_training_resumes(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     orphans = [run / ".metrics.jsonl.x1yz_789.tmp", run / "checkpoints" / ".latest.pt.x2yz_789.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"half")
@@ -289,7 +263,7 @@ def test_orphan_temp_files_of_a_killed_write_are_removed_when_training_resumes(t
     ],
 )
 def test_a_malformed_metrics_line_is_skipped_and_the_run_still_closes(trained, tmp_path, line):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     with (run / "metrics.jsonl").open("ab") as f:
         f.write(line + b"\n")
     with pytest.warns(UserWarning, match=r"metrics.jsonl:\d+: skipped a line"):
@@ -302,7 +276,7 @@ def test_a_malformed_metrics_line_is_skipped_and_the_run_still_closes(trained, t
 
 
 def test_a_config_with_nonsense_values_is_refused(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     data = json.loads((run / "config.json").read_text())
     data["config"]["p"] = -5
     (run / "config.json").write_text(json.dumps(data))
@@ -318,7 +292,7 @@ def test_a_checkpoint_with_a_step_that_is_not_a_count_is_refused(trained, tmp_pa
 
 
 def test_a_latest_checkpoint_with_a_grokked_step_that_is_not_a_count_is_refused(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     state["grokked_step"] = "soon"
     torch.save(state, run / "checkpoints" / "latest.pt")
@@ -361,7 +335,7 @@ def test_a_nan_loss_stops_the_run_with_a_checkpoint_and_valid_json(tmp_path, mon
 
 
 def test_resuming_with_fewer_steps_than_done_is_refused_and_changes_nothing(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     before = tree_checksums(run)
     assert_one_line_error(invoke("train", "--run-dir", run, "--resume", "--steps", "10"), "below the 20 steps")
     assert tree_checksums(run) == before
@@ -386,7 +360,7 @@ def test_file_system_errors_are_one_line(trained, tmp_path):
 
 
 def test_a_folder_where_metrics_jsonl_should_be_is_one_line(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").mkdir()
     assert_one_line_error(invoke("plot", "--run-dir", run), "metrics.jsonl is a folder, not a regular file")
@@ -412,7 +386,7 @@ def test_a_lock_that_names_no_process_is_stale(tmp_path, content):
 
 
 def test_a_torn_latest_checkpoint_leaves_the_kept_ones_usable(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     (run / "checkpoints" / "latest.pt").write_bytes(b"")
     result = invoke("eval", "--run-dir", run)
     assert result.exit_code == 0, result.output
@@ -421,7 +395,7 @@ def test_a_torn_latest_checkpoint_leaves_the_kept_ones_usable(trained, tmp_path)
 
 
 def test_a_run_dir_that_left_a_default_open_resumes_and_evaluates(trained, tmp_path):
-    run = copy_of(trained, tmp_path)
+    run = copy_of(trained, tmp_path / "run")
     saved = json.loads((run / "config.json").read_text())
     saved["config"]["loss_dtype"] = None  # as config.json was written before the loss dtype was resolved
     (run / "config.json").write_text(json.dumps(saved))
