@@ -48,6 +48,7 @@ from grokking.errors import GrokkingError, first_line
 from grokking.loggers import check_available
 from grokking.overview import overview
 from grokking.processes import check_thread_count
+from grokking.reproduce import RECIPES, TINY_STEPS, draw, estimate, listing, plan_recipe, run_recipe
 from grokking.rundir import RunDir, check_targets, plan_runs, to_json
 from grokking.slurm import COMMON_OPTIONS as COMMON_SLURM_OPTIONS
 from grokking.slurm import failure_lines, slurm_executor, submit_sweep, submitted_text, sweep_status
@@ -381,6 +382,97 @@ def sweep_command(
     except TrainingInterrupted as e:
         raise stopped(e, "Finished points are kept. Run the same command again to continue the sweep.") from None
     console.print(display.sweep_table(reports, f"sweep {out_dir}"))
+
+
+@main.command("reproduce")
+@command
+def reproduce_command(
+    figure: Annotated[
+        str | None, typer.Argument(help=f"The recipe: {', '.join(RECIPES)}; `--list` describes them.")
+    ] = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="small: a reduction that finishes on a 2-core CPU (its departures in the figure's title); "
+            "paper: the paper's setting (its budget, fractions, seeds and operations); "
+            f"tiny: a smoke test ({TINY_STEPS} steps, two runs a series)."
+        ),
+    ] = "small",
+    list_recipes: Annotated[
+        bool, typer.Option("--list", help="Describe every recipe: what it reproduces, runs and steps at both scales.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Print the plan: runs, steps, and the time left estimated from a short training measured here."
+        ),
+    ] = False,
+    draw_only: Annotated[
+        bool, typer.Option(help="Draw the figure from the run dirs as they are, training nothing.")
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the recipe's sweeps and figures/ \\[default: runs/reproduce/RECIPE-SCALE]."),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(help="Runs trained side by side, each in its own process with an equal share of the cores."),
+    ] = 1,
+    log: Annotated[list[str] | None, typer.Option(help=LOG_HELP)] = None,
+    slurm: Annotated[
+        bool,
+        typer.Option(
+            help="Submit each series' runs not done as a SLURM job array (submitit) and return; "
+            "draw with --draw-only once they are done.",
+            rich_help_panel="On a cluster",
+        ),
+    ] = False,
+    slurm_opt: Annotated[
+        list[str] | None,
+        typer.Option(help="SLURM setting KEY=VALUE of every task; repeatable.", rich_help_panel="On a cluster"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list or --dry-run: print JSON.")] = False,
+) -> None:
+    """Reproduce a figure of Power et al. (2022) or a follow-up: train its runs (a sweep a series; finished runs
+    skipped, stopped ones resumed) and draw it into OUT_DIR/figures/."""
+    from grokking.train import TrainingInterrupted
+
+    if list_recipes:
+        rows = listing()
+        print(to_json(rows, indent=2)) if as_json else console.print(display.recipes_table(rows))
+        return
+    if figure is None:
+        raise GrokkingError(f"name a figure to reproduce: {', '.join(RECIPES)} (`grokking reproduce --list`)")
+    if sum([dry_run, draw_only, slurm]) > 1:
+        raise GrokkingError("give one of --dry-run, --draw-only and --slurm")
+    if slurm_opt and not slurm:
+        raise GrokkingError("--slurm-opt sets the SLURM tasks of --slurm; add --slurm")
+    check_jobs(jobs)
+    check_available(log or ())
+    plan = plan_recipe(figure, scale, out_dir)
+    if dry_run:
+        rows = [estimate(plan)]
+        print(to_json(rows, indent=2)) if as_json else console.print(display.plan_table(rows))
+        return
+    if slurm:
+        for sweep in plan.sweeps:
+            submitted, reports = submit_sweep(sweep, slurm_executor(sweep.out_dir, jobs, slurm_opt or []), log or ())
+            console.print(display.sweep_table(reports, f"sweep {sweep.out_dir}"))
+            err_console.print(submitted_text(submitted, reports), markup=False, highlight=False)
+        return
+    if draw_only:
+        paths = draw(plan)
+    else:
+        try:
+            with display.TrainingProgress(err_console) as observer:
+                say = observer.console.print
+                paths = run_recipe(
+                    plan, observer, lambda line: say(line, markup=False, highlight=False), log or (), jobs
+                )
+        except TrainingInterrupted as e:
+            raise stopped(e, "Finished runs are kept. Run the same command again to continue.") from None
+    for path in paths:
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 @main.command("plot")

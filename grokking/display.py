@@ -342,3 +342,38 @@ def analysis_lines(results: dict[str, Any]) -> list[str]:
         f"sharpness (Keskar's ε-sharpness, ε {sharp['epsilon']:g}, {sharp['subspace']} random directions): "
         f"{sharp['sharpness']:.4g}",
     ]
+
+
+def recipes_table(rows: list[dict[str, Any]]) -> Table:
+    """`grokking reproduce --list`: each recipe, what it reproduces and shows, its runs and steps at both scales."""
+    table = Table(title="recipes of `grokking reproduce`", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("recipe", "reproduces · shows", "small: runs, steps", "paper: runs, steps", "needs"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        scales = [
+            "—" if not row[s]["runs"] else f"{row[s]['runs']:,} runs, {row[s]['steps']:,} steps"
+            for s in ("small", "paper")
+        ]
+        needs = row["needs"] or (f"the runs of {row['runs_of']}" if row["runs_of"] else "")
+        table.add_row(plain(row["recipe"]), plain(f"{row['source']} · {row['shows']}"), *scales, plain(needs))
+    return table
+
+
+def plan_table(rows: list[dict[str, Any]]) -> Table:
+    """`grokking reproduce --dry-run`: runs and steps in all and still to train, and the time they would take."""
+    table = Table(title="plan (nothing trained)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("recipe", "scale", "runs (done)", "steps (left)", "measured steps/s", "estimate", "folder"):
+        table.add_column(column, justify="left" if column in ("recipe", "scale", "folder") else "right")
+    for row in rows:
+        hours = row["hours_left"]
+        time = "—" if not row["steps_left"] else f"≤ {hours:,.1f} h" if hours >= 1 else f"≤ {hours * 60:,.0f} min"
+        table.add_row(
+            plain(row["recipe"]),
+            row["scale"],
+            f"{row['runs']:,} ({row['runs_done']:,})",
+            f"{row['steps']:,} ({row['steps_left']:,})",
+            ", ".join(f"{s:g}" for s in row["speeds"]) or "—",
+            time,
+            plain(row["out_dir"]),
+        )
+    return table

@@ -313,12 +313,13 @@ def sweep_departures(base: dict[str, Any], grid: dict[str, list[Any]]) -> str:
     return preset_overrides(config.replace(**{key: getattr(PRESETS[config.preset], key) for key in grid}))
 
 
-def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
+def plot_sweep(summary: dict[str, Any], path: Path, note: str = "") -> Path:
     """Steps to validation (and train) accuracy ≥ 99% against the swept value, after Power et al. Fig. 1 (centre).
 
     x is the first swept key other than seed; each value of the other keys gets its own line. Each seed
     is a dot, the line is the median over seeds, memorization is drawn lighter, and a seed that did not
     generalize within its budget is an open triangle at its last step. Points without a result yet are left out.
+    `note` replaces the title's description of the runs (a recipe states its scale there).
     """
     grid, points = summary["grid"], summary["points"]
     keys = [k for k in grid if k != "seed"] or ["seed"]
@@ -396,10 +397,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path:
     base, seeds = summary["base"], len(grid.get("seed", [None]))
     task = "" if {"operation", "p"} & set(grid) else f"{get_operation(base['operation']).describe(base['p'])} · "
     settings = " · ".join(filter(None, [f"preset {base['preset']}", sweep_departures(base, grid)]))
-    ax.set_title(
-        "steps until accuracy ≥ 99%\n"
-        + textwrap.fill(f"{task}{settings} · {seeds} seed{'s' * (seeds > 1)} a point", 100),
-        fontsize=11,
-    )
+    described = note or f"{task}{settings} · {seeds} seed{'s' * (seeds > 1)} a point"
+    ax.set_title("steps until accuracy ≥ 99%\n" + textwrap.fill(described, 100), fontsize=11 if not note else 9)
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
     return save_figure(fig, path)

@@ -385,30 +385,57 @@ def run_sweep(
     `say` what happens, each point logged to the experiment loggers `log`; return every point's report.
     With `jobs` > 1, that many points (or seed groups) train side by side, each in its own process
     with an equal share of the cores (at least one thread), and `observer` is not told their steps."""
+    return run_sweeps([sweep], observer, say, log, jobs)[0]
+
+
+def run_sweeps(
+    sweeps: Sequence[Sweep],
+    observer: Observer | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    log: Sequence[str] = (),
+    jobs: int = 1,
+) -> list[list[dict[str, Any]]]:
+    """`run_sweep` over several sweeps at once (a recipe's series): their points share the `jobs`, so a
+    sweep of one point does not leave the other cores idle; each sweep's reports, in order."""
     from grokking.train import train_seeds  # the engine (and torch) only when a sweep trains: start-up
 
     check_jobs(jobs)
-    write_manifest(sweep)
-    todo = [p for p in sweep.points if point_state(p)[0] != "done"]
-    done = len(sweep.points) - len(todo)
-    say(f"sweep {sweep.out_dir}: {len(sweep.points)} points, {done} done, {len(todo)} to train")
-    groups = _seed_groups(todo)
-    if jobs > 1:
-        _train_side_by_side(sweep, groups, jobs, say, log)
-        return [point_report(p) for p in sweep.points]
-    for group in groups:
-        left = len(sweep.points) - done - len(group)
-        say(f"{done} done · {left} after these · training {', '.join(p.name for p in group)}")
-        train_seeds([p.config for p in group], [p.run for p in group], observer=observer, log=log)
+    groups: list[tuple[Sweep, list[Point]]] = []
+    names, total, done = _namer(sweeps), 0, 0
+    for sweep in sweeps:
         write_manifest(sweep)
-        for point in group:
-            done += 1
-            say(f"  ✓ {point.name}: {outcome_text(point_report(point))}")
-    return [point_report(p) for p in sweep.points]
+        todo = [p for p in sweep.points if point_state(p)[0] != "done"]
+        total, done = total + len(sweep.points), done + len(sweep.points) - len(todo)
+        finished = len(sweep.points) - len(todo)
+        say(f"sweep {sweep.out_dir}: {len(sweep.points)} points, {finished} done, {len(todo)} to train")
+        groups += [(sweep, group) for group in _seed_groups(todo)]
+    if jobs > 1:
+        _train_side_by_side(groups, jobs, say, log, names)
+    else:
+        for sweep, group in groups:
+            left = total - done - len(group)
+            say(f"{done} done · {left} after these · training {names(sweep, group)}")
+            train_seeds([p.config for p in group], [p.run for p in group], observer=observer, log=log)
+            write_manifest(sweep)
+            for point in group:
+                done += 1
+                say(f"  ✓ {names(sweep, [point])}: {outcome_text(point_report(point))}")
+    return [[point_report(p) for p in sweep.points] for sweep in sweeps]
+
+
+def _namer(sweeps: Sequence[Sweep]) -> Callable[[Sweep, list[Point]], str]:
+    """Names of a group's points for messages, after their sweep's folder where several sweeps train
+    (`s5_mul/seed=0`)."""
+    several = len(sweeps) > 1
+    return lambda sweep, group: ", ".join(f"{sweep.out_dir.name}/{p.name}" if several else p.name for p in group)
 
 
 def _train_side_by_side(
-    sweep: Sweep, groups: list[list[Point]], jobs: int, say: Callable[[str], None], log: Sequence[str]
+    groups: list[tuple[Sweep, list[Point]]],
+    jobs: int,
+    say: Callable[[str], None],
+    log: Sequence[str],
+    names: Callable[[Sweep, list[Point]], str],
 ) -> None:
     """Train `groups` in up to `jobs` worker processes at once. A stop signal is passed on to the
     workers, which save their checkpoints; a worker that fails lets the others finish, starts no more,
@@ -421,26 +448,26 @@ def _train_side_by_side(
     with stop_signals() as stop_requests:
         while running or (waiting and not stop_requests and not failed):
             while waiting and len(running) < jobs and not stop_requests and not failed:
-                group = waiting.pop(0)
+                sweep, group = waiting.pop(0)
                 arguments = ([p.config for p in group], [p.run.path for p in group], threads, tuple(log))
                 worker = context.Process(target=train_in_worker, args=arguments)
                 with ctrl_c_ignored():  # the worker inherits this until its training takes Ctrl-C over
                     worker.start()
-                running[worker] = group
-                say(f"training {', '.join(p.name for p in group)} ({threads} thread{'s' * (threads > 1)})")
+                running[worker] = (sweep, group)
+                say(f"training {names(sweep, group)} ({threads} thread{'s' * (threads > 1)})")
             if stop_requests and not stopping:
                 stopping = True
                 for worker in running:
                     worker.terminate()  # SIGTERM: the worker saves its checkpoint and stops
             wait([w.sentinel for w in running], timeout=0.5)
             for worker in [w for w in running if not w.is_alive()]:
-                group = running.pop(worker)
+                sweep, group = running.pop(worker)
                 write_manifest(sweep)
                 if worker.exitcode == 0:
                     for point in group:
-                        say(f"  ✓ {point.name}: {outcome_text(point_report(point))}")
+                        say(f"  ✓ {names(sweep, [point])}: {outcome_text(point_report(point))}")
                 elif not stop_requests:
-                    failed.append(f"{', '.join(p.name for p in group)} ({exit_text(worker.exitcode)})")
+                    failed.append(f"{names(sweep, group)} ({exit_text(worker.exitcode)})")
         if stop_requests:
             raise TrainingInterrupted(stop_requests[0])
     if failed:
