@@ -101,29 +101,37 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def table_figure(config: RunConfig, title: str, path: Path) -> Path:
-    """The operation's whole table, x down and y across: the answers of the training equations shown, the
-    validation equations blank (what the network must fill in), as in Power et al. Fig. 1 (right)."""
-    operation = get_operation(config.operation)
+HELD_OUT, NO_EQUATION = -1, -2
+
+
+def table_cells(config: RunConfig) -> np.ndarray:
+    """The operation's table, x down and y across: each training equation's answer, `HELD_OUT` where the
+    equation is in the validation split, `NO_EQUATION` where the table has none (y = 0 for division)."""
     data = load_task(config)
     layout, rows = data.layout, data.dataset.inputs
-    size = operation.n_elements(config.p)
-    grid = np.full((size, size), -2)  # -2: no equation (y = 0 for division), -1: held out
-    grid[rows[:, layout.x].numpy(), rows[:, layout.y].numpy()] = -1
+    size = get_operation(config.operation).n_elements(config.p)
+    cells = np.full((size, size), NO_EQUATION)
+    cells[rows[:, layout.x].numpy(), rows[:, layout.y].numpy()] = HELD_OUT
     train = data.train_indices
-    grid[rows[train, layout.x].numpy(), rows[train, layout.y].numpy()] = data.dataset.targets[train].numpy()
-    n_train, n_rows = len(train), len(rows)
-    seen = np.ma.masked_less(grid, 0)  # the held-out cells stay white
+    cells[rows[train, layout.x].numpy(), rows[train, layout.y].numpy()] = data.dataset.targets[train].numpy()
+    return cells
+
+
+def table_figure(config: RunConfig, title: str, path: Path) -> Path:
+    """The table of `table_cells`: the answers of the training equations shown, the validation equations
+    blank (what the network must fill in), as in Power et al. Fig. 1 (right)."""
+    cells = table_cells(config)
+    n_train, n_rows = int((cells >= 0).sum()), int((cells > NO_EQUATION).sum())
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.imshow(seen, cmap="viridis", interpolation="nearest")
-    if size <= 24:
-        for (x, y), c in np.ndenumerate(grid):
-            if c > -2:
-                ax.text(y, x, "?" if c < 0 else str(c), ha="center", va="center", fontsize=7,
-                        color="black" if c < 0 else "white")  # fmt: skip
+    ax.imshow(np.ma.masked_less(cells, 0), cmap="viridis", interpolation="nearest")  # held out: left white
+    if len(cells) <= 24:
+        for (x, y), c in np.ndenumerate(cells):
+            if c > NO_EQUATION:
+                ax.text(y, x, "?" if c == HELD_OUT else str(c), ha="center", va="center", fontsize=7,
+                        color="black" if c == HELD_OUT else "white")  # fmt: skip
     ax.set_xlabel("y")
     ax.set_ylabel("x")
-    share = n_train / n_rows
-    ax.set_title(textwrap.fill(f"{title} · {operation.describe(config.p)}: {n_train} of {n_rows} equations "
-                               f"({share:.0%}) for training, the rest (?) held out", 70), fontsize=10)  # fmt: skip
+    task = get_operation(config.operation).describe(config.p)
+    ax.set_title(textwrap.fill(f"{title} · {task}: {n_train} of {n_rows} equations ({n_train / n_rows:.0%}) for "
+                               "training, the rest (?) held out", 70), fontsize=10)  # fmt: skip
     return save_figure(fig, path)

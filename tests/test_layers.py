@@ -40,8 +40,10 @@ LAYERS = {
     "bench": 6,
     "analysis": 6,
     "api": 6,
+    "paper_plots": 6,  # figures across many runs' records; beside analysis
     "display": 7,
     "slurm": 7,  # drives sweep's points on a cluster; beside display, which it does not need
+    "reproduce": 7,  # recipes over sweep, drawn by paper_plots and analysis
     "cli": 8,
 }
 ENTRY_POINTS = {"__init__", "__main__"}  # they import the CLI (lazily), which is their job
