@@ -3,11 +3,14 @@ and (on the CPU) against the fp32 roofline of its own matrix products."""
 
 from __future__ import annotations
 
+import math
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +76,7 @@ class Contender:
     offset: int = 0  # the step it starts after (a restored checkpoint's)
     step: int = 0
     seconds: float = 0.0
+    warmup_seconds: float = 0.0
     peak_cuda_bytes: int = 0
 
     def advance(self, config: RunConfig, n_steps: int, device: torch.device) -> float | None:
@@ -103,11 +107,18 @@ def bench_device(config: RunConfig) -> torch.device:
 def contenders(config: RunConfig, device: torch.device, scratch: str) -> list[Contender]:
     """The project's engine (the training loop's own step) and the reference loop, from the same init."""
     engine = SeedRun(config, RunDir(scratch), device)
-    reference = ReferenceLoop(config, engine.data, device)
-    return [
-        Contender("engine", ModelStepper(engine).train_step, lambda: evaluate(engine.model, engine.data)["val_acc"]),
-        Contender("reference", reference.train_step, reference.val_acc),
-    ]
+    return [engine_contender("engine", engine), reference_contender(config, engine.data, device)]
+
+
+def engine_contender(name: str, seed_run: SeedRun) -> Contender:
+    return Contender(
+        name, ModelStepper(seed_run).train_step, lambda: evaluate(seed_run.model, seed_run.data)["val_acc"]
+    )
+
+
+def reference_contender(config: RunConfig, data: TaskData, device: torch.device) -> Contender:
+    reference = ReferenceLoop(config.replace(precision="fp32", compile=False), data, device)
+    return Contender("reference", reference.train_step, reference.val_acc)
 
 
 def peak_rss_mib() -> float:
@@ -115,44 +126,110 @@ def peak_rss_mib() -> float:
     return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # macOS reports bytes
 
 
+def warmup_steps(config: RunConfig, n_train: int) -> int:
+    """Untimed steps before the timing: one pass over the training data and one more step, so that a
+    compiled step has met both batch sizes (a shorter last batch is a graph of its own)."""
+    return max(3, math.ceil(n_train / config.batch_size) + 1)
+
+
 def interleave(
-    pair: list[Contender], config: RunConfig, steps: int, rounds: int, device: torch.device, progress: Progress | None
+    contenders: list[Contender],
+    config: RunConfig,
+    steps: int,
+    rounds: int,
+    device: torch.device,
+    progress: Progress | None,
+    warmup: int = 3,
 ) -> None:
-    """Time both contenders in alternating blocks, so both see the same machine load."""
+    """Time the contenders in alternating blocks, so that all see the same machine load; the `warmup`
+    steps before (where compiling happens) are timed apart, into `warmup_seconds`."""
     block = max(1, steps // rounds)
-    task = progress.add_task("bench", total=2 * block * rounds) if progress else None
-    for contender in pair:  # warm-up, not timed
-        contender.advance(config, 3, device)
-        contender.seconds, contender.step = 0.0, 0
+    task = progress.add_task("bench", total=len(contenders) * (block * rounds + warmup)) if progress else None
+    for contender in contenders:
+        contender.advance(config, warmup, device)
+        contender.warmup_seconds, contender.seconds, contender.step = contender.seconds, 0.0, 0
+        if progress is not None:
+            progress.advance(task, warmup)
     for _ in range(rounds):
-        for contender in pair:
+        for contender in contenders:
             contender.advance(config, block, device)
             if progress is not None:
                 progress.advance(task, block)
 
 
-def bench_speed(config: RunConfig, steps: int, rounds: int, progress: Progress | None = None) -> dict[str, Any]:
-    """Steps/s of engine and reference, interleaved in `rounds` blocks."""
+VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  # (precision, compile)
+
+
+def variant_name(precision: str, compile: bool) -> str:
+    return precision + (" + compile" if compile else "")
+
+
+def bench_speed(
+    config: RunConfig,
+    steps: int,
+    rounds: int,
+    progress: Progress | None = None,
+    variants: Sequence[tuple[str, bool]] = VARIANTS,
+) -> dict[str, Any]:
+    """Steps/s of the engine in each (precision, compile) variant and of the reference loop (eager fp32),
+    interleaved in `rounds` blocks; each engine also against the fp32 roofline of its step's matrix
+    products (on the CPU), and its warm-up (compiling, for a compiled one) timed apart."""
     device = bench_device(config)
     with tempfile.TemporaryDirectory() as scratch:
-        pair = contenders(config, device, scratch)
-        interleave(pair, config, steps, rounds, device, progress)
-        engine = pair[0]
-        limit = step_roofline(lambda: engine.train_step(engine.step + 1)) if device.type == "cpu" else {}
-    rates = {c.name: c.step / c.seconds for c in pair}
+        engines = []
+        for precision, compile in variants:
+            name = variant_name(precision, compile)
+            variant = config.replace(precision=precision, compile=compile)
+            engines.append(engine_contender(name, SeedRun(variant, RunDir(f"{scratch}/{len(engines)}"), device)))
+        data = SeedRun(config, RunDir(f"{scratch}/data"), device).data
+        everyone = [*engines, reference_contender(config, data, device)]
+        interleave(everyone, config, steps, rounds, device, progress, warmup_steps(config, data.n_train))
+        plain = config.replace(precision="fp32", compile=False)
+        probe = engine_contender("probe", SeedRun(plain, RunDir(f"{scratch}/probe"), device))
+        limit = step_roofline(lambda: probe.train_step(1)) if device.type == "cpu" else {}
+    reference = everyone[-1].step / everyone[-1].seconds
+    rows = []
+    for engine in engines:
+        rate = engine.step / engine.seconds
+        rows.append({
+            "variant": engine.name,
+            "steps_per_s": rate,
+            "speedup": rate / reference,
+            **({"share_of_fp32_roofline": rate / limit["roofline_steps_per_s"]} if limit else {}),
+            "warmup_s": engine.warmup_seconds,
+            **({"peak_cuda_mib": engine.peak_cuda_bytes / 2**20} if device.type == "cuda" else {}),
+        })  # fmt: skip
     return {
         "mode": "speed",
         **runtime_info(device),
         "config": _shown(config),
-        "steps_timed": pair[0].step,
-        "engine_steps_per_s": rates["engine"],
-        "reference_steps_per_s": rates["reference"],
-        "speedup": rates["engine"] / rates["reference"],
+        "steps_timed": everyone[-1].step,
+        "warmup_steps": warmup_steps(config, data.n_train),
+        "reference_steps_per_s": reference,
+        "engines": rows,
         **limit,
-        **({"engine_share_of_roofline": rates["engine"] / limit["roofline_steps_per_s"]} if limit else {}),
         "peak_rss_mib": peak_rss_mib(),
-        **({f"{c.name}_peak_cuda_mib": c.peak_cuda_bytes / 2**20 for c in pair} if device.type == "cuda" else {}),
     }
+
+
+def startup_seconds(preset: str, repeats: int = 3) -> dict[str, float]:
+    """Whole-process wall seconds (median of `repeats`) of `grokking --help`, `train --dry-run` and a 1-step
+    training with its evaluation (time to the first step and its record), each a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as scratch:
+        commands = {
+            "help_s": ["--help"],
+            "dry_run_s": ["train", "--preset", preset, "--dry-run"],
+            "first_step_s": ["train", "--preset", preset, "--steps", "1", "--run-dir", f"{scratch}/run", "--overwrite"],
+        }
+        timings = {}
+        for key, arguments in commands.items():
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "grokking", *arguments], check=True, capture_output=True)
+                seconds.append(time.perf_counter() - started)
+            timings[key] = statistics.median(seconds)
+    return timings
 
 
 def bench_seeds(

@@ -575,15 +575,22 @@ def bench_command(
             "subnormal floats flushed to zero vs computed."
         ),
     ] = None,
+    startup: Annotated[
+        bool,
+        typer.Option(help="Speed mode: also time --help, train --dry-run and a 1-step training (whole processes)."),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     **flags: Any,
 ) -> None:
     """Measure training speed: this package's engine against a plain reference loop, in one process.
 
-    --precision and --compile apply to the engine (compile time untimed); the reference stays eager fp32."""
-    from grokking.bench import bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok
+    The engine runs as fp32, fp32 + compile, bf16 and bf16 + compile, interleaved with the reference (eager fp32);
+    --precision or --compile keeps only the variants they name. Warm-up (compiling) is timed apart."""
+    from grokking.bench import VARIANTS, bench_seeds, bench_speed, bench_subnormals, bench_time_to_grok, startup_seconds
 
-    config = resolve(preset_config(preset).replace(**given_fields(flags)))
+    given = given_fields(flags)
+    config = resolve(preset_config(preset).replace(**given))
+    variants = [(p, c) for p, c in VARIANTS if given.get("precision", p) == p and given.get("compile", c) == c]
     if not (0 < steps <= 10**6 and 0 < rounds <= steps and 0 < max_steps <= 10**7 and 0 <= together <= 1024):
         raise GrokkingError(
             "--steps (1-1e6), --rounds (1-steps) and --max-steps (1-1e7) must be positive, --together 0-1024"
@@ -596,11 +603,13 @@ def bench_command(
         elif together > 0:
             result = bench_seeds(config, together, steps, rounds, progress)
         else:
-            result = bench_speed(config, steps, rounds, progress)
+            result = bench_speed(config, steps, rounds, progress, variants)
+            if startup:
+                result["startup"] = startup_seconds(preset)
     if as_json:
         print(to_json(result, indent=2))
         return
-    engine = f" · {config.precision}" + (" · compiled" if config.compile else "")
+    engine = "" if result["mode"] == "speed" else f" · {config.precision}" + (" · compiled" if config.compile else "")
     measured = f"{subnormals} from step {result['from_step']:,}" if subnormals is not None else preset + engine
     console.print(display.bench_table(result, measured))
     console.print(f"torch {result['torch_version']} · {result['threads']} threads · python {result['python_version']}")

@@ -60,10 +60,12 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def compiled(function: Callable, device: torch.device) -> Callable:
-    """`function` (a module, or a function of tensors) through torch.compile; on CUDA in the
-    "reduce-overhead" mode, which replays the compiled kernels as CUDA graphs (only the model, or the
-    vectorized loss of many seeds, is compiled: the optimizer step stays eager; no GPU has measured it)."""
-    return torch.compile(function, mode="reduce-overhead" if device.type == "cuda" else None)
+    """`function` (the forward and loss of one model, or the vectorized loss of many seeds) through
+    torch.compile; on CUDA in the "reduce-overhead" mode, which replays the compiled kernels as CUDA graphs
+    (no GPU has measured it). Shapes are static: a run has at most two batch sizes (a shorter last batch of
+    a pass), each its own graph, where a dynamic graph for the second would run slower kernels. The optimizer
+    step stays eager: its learning rate, a Python float that changes every warmup step, would recompile it."""
+    return torch.compile(function, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
 def runtime_info(device: torch.device) -> dict[str, Any]:

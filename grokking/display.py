@@ -299,6 +299,8 @@ def bench_table(result: dict[str, Any], measured: str) -> Table:
         for row in result["runs"]:
             reached = f"{row['steps']:,}" if row["steps"] is not None else f"not within {result['max_steps']:,}"
             table.add_row(str(row["seed"]), row["contender"], reached, f"{row['seconds']:.1f}")
+    elif mode == "speed":
+        _speed_rows(table, result)
     else:
         table.add_column("measure")
         table.add_column("value", justify="right")
@@ -311,21 +313,44 @@ def bench_table(result: dict[str, Any], measured: str) -> Table:
                 ("one seed at a time: seed-steps/s", "sequential_seed_steps_per_s"),
                 (f"{result.get('seeds')} seeds together: seed-steps/s", "together_seed_steps_per_s"),
             ],
-            "speed": [("engine steps/s", "engine_steps_per_s"), ("reference steps/s", "reference_steps_per_s")],
         }[mode]
         for label, key in rows:
             table.add_row(label, f"{result[key]:,.1f}")
         table.add_row("speed-up", f"{result['speedup']:.2f}×")
-        if "roofline_steps_per_s" in result:
-            table.add_row("step's matrix products: GFLOP", f"{result['step_matmul_gflop']:.2f}")
-            table.add_row("fp32 GFLOP/s on their shapes", f"{result['matmul_gflop_per_s']:,.0f}")
-            table.add_row("roofline steps/s", f"{result['roofline_steps_per_s']:,.1f}")
-            table.add_row("engine share of the roofline", f"{result['engine_share_of_roofline']:.0%}")
-        for key in ("engine_peak_cuda_mib", "reference_peak_cuda_mib"):
-            if key in result:
-                table.add_row(key.replace("_", " "), f"{result[key]:,.0f}")
+        if "together_peak_cuda_mib" in result:
+            table.add_row("together peak CUDA MiB", f"{result['together_peak_cuda_mib']:,.0f}")
     table.add_row("peak RSS MiB", f"{result['peak_rss_mib']:,.0f}", *([""] * (len(table.columns) - 2)))
     return table
+
+
+def _speed_rows(table: Table, result: dict[str, Any]) -> None:
+    """Speed mode: each engine variant and the reference, against the reference and the fp32 roofline; the
+    roofline itself; the start-up times."""
+    roofline = "roofline_steps_per_s" in result
+    for column in (
+        "measured",
+        "steps/s",
+        "÷ reference",
+        "÷ fp32 roofline",
+        f"warm-up ({result['warmup_steps']} steps)",
+    ):
+        table.add_column(column, justify="left" if column == "measured" else "right")
+    for row in result["engines"]:
+        share = f"{row['share_of_fp32_roofline']:.0%}" if roofline else "—"
+        table.add_row(
+            f"engine, {row['variant']}", f"{row['steps_per_s']:,.1f}", f"{row['speedup']:.2f}×", share,
+            f"{row['warmup_s']:.1f} s",
+        )  # fmt: skip
+    reference = result["reference_steps_per_s"]
+    share = f"{reference / result['roofline_steps_per_s']:.0%}" if roofline else "—"
+    table.add_row("reference loop, fp32", f"{reference:,.1f}", "1.00×", share, "")
+    if roofline:
+        products = f"{result['step_matmul_gflop']:.2f} GFLOP a step at {result['matmul_gflop_per_s']:,.0f} GFLOP/s"
+        table.add_row(f"fp32 roofline ({products})", f"{result['roofline_steps_per_s']:,.1f}", "", "", "")
+    for key, label in (("help_s", "`grokking --help`"), ("dry_run_s", "`train --dry-run`"),
+                       ("first_step_s", "a 1-step training")):  # fmt: skip
+        if key in result.get("startup", {}):
+            table.add_row(f"{label}, whole process (median of 3)", f"{result['startup'][key]:.2f} s", "", "", "")
 
 
 def analysis_lines(results: dict[str, Any]) -> list[str]:

@@ -244,20 +244,24 @@ class ModelStepper:
 
     def __init__(self, seed: SeedRun):
         self.seed = seed
-        self.forward = compiled(seed.model, seed.device) if seed.config.compile else seed.model
+        # compiled as one graph with the loss (its backward too), one static graph per batch size
+        self.loss = compiled(self._loss, seed.device) if seed.config.compile else self._loss
 
-    def train_step(self, step: int, measure: bool = False) -> list[dict[str, float]]:
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         seed = self.seed
-        set_learning_rate(seed.optimizer, seed.config, step)
-        batch = seed.sampler.indices(step)
-        inputs = seed.data.train_inputs[batch]
         with autocast(seed.config.precision, seed.device):
             if seed.config.weight_noise:
                 weights = noisy_weights(seed.model, seed.config.weight_noise)
                 logits = functional_call(seed.model, weights, (inputs,), {"scored": True})
             else:
-                logits = self.forward(inputs, scored=True)
-        loss = answer_loss(logits, seed.data.train_targets[batch], seed.config)
+                logits = seed.model(inputs, scored=True)
+        return answer_loss(logits, targets, seed.config)
+
+    def train_step(self, step: int, measure: bool = False) -> list[dict[str, float]]:
+        seed = self.seed
+        set_learning_rate(seed.optimizer, seed.config, step)
+        batch = seed.sampler.indices(step)
+        loss = self.loss(seed.data.train_inputs[batch], seed.data.train_targets[batch])
         seed.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = list(seed.model.parameters())

@@ -14,14 +14,27 @@ from grokking.rundir import RunDir
 from grokking.train import train
 
 
-def test_speed_mode_times_both_contenders_for_the_same_steps(tiny):
-    result = bench_speed(resolve(tiny), steps=6, rounds=2)
-    assert result["steps_timed"] == 6
-    assert result["engine_steps_per_s"] > 0 and result["reference_steps_per_s"] > 0
-    assert result["speedup"] == result["engine_steps_per_s"] / result["reference_steps_per_s"]
-    share = result["engine_steps_per_s"] / result["roofline_steps_per_s"]
-    assert result["step_matmul_gflop"] > 0 and result["engine_share_of_roofline"] == share
+def test_speed_mode_times_every_variant_and_the_reference_for_the_same_steps(tiny):
+    variants = [("fp32", False), ("bf16", False)]  # compiling is for the slow test below
+    result = bench_speed(resolve(tiny), steps=6, rounds=2, variants=variants)
+    assert result["steps_timed"] == 6 and result["reference_steps_per_s"] > 0
+    assert [row["variant"] for row in result["engines"]] == ["fp32", "bf16"]
+    for row in result["engines"]:
+        assert row["steps_per_s"] > 0 and row["warmup_s"] > 0
+        assert row["speedup"] == row["steps_per_s"] / result["reference_steps_per_s"]
+        assert row["share_of_fp32_roofline"] == row["steps_per_s"] / result["roofline_steps_per_s"]
+    assert result["step_matmul_gflop"] > 0 and result["warmup_steps"] >= 3
     assert result["device"] == "cpu" and result["threads"] >= 1 and result["peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_bench_tells_the_whole_story_compile_and_start_up_included():
+    result = CliRunner().invoke(main, ["bench", "--preset", "quick", "--steps", "4", "--rounds", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert [row["variant"] for row in figures["engines"]] == ["fp32", "fp32 + compile", "bf16", "bf16 + compile"]
+    assert set(figures["startup"]) == {"help_s", "dry_run_s", "first_step_s"}
+    assert all(seconds > 0 for seconds in figures["startup"].values())
 
 
 @pytest.mark.slow
@@ -37,10 +50,27 @@ def test_engine_and_reference_grok_at_similar_steps(tiny):
 
 def test_bench_cli_prints_json():
     result = CliRunner().invoke(
-        main, ["bench", "--preset", "quick", "--steps", "4", "--rounds", "2", "--device", "cpu", "--json"]
+        main,
+        [
+            "bench",
+            "--preset",
+            "quick",
+            "--steps",
+            "4",
+            "--rounds",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+            "--precision",
+            "fp32",
+            "--no-compile",
+            "--no-startup",
+        ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["config"]["p"] == 47
+    figures = json.loads(result.stdout)
+    assert figures["config"]["p"] == 47 and [row["variant"] for row in figures["engines"]] == ["fp32"]
 
 
 def test_seeds_mode_reports_aggregate_seed_steps(tiny):

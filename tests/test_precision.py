@@ -63,21 +63,22 @@ def test_bf16_seeds_trained_together_start_like_single_runs(tmp_path, tiny):
         assert together["train_loss"] == pytest.approx(alone["train_loss"], rel=2e-2)
 
 
-def test_compile_wraps_the_model_of_one_seed_and_the_vectorized_loss_of_many(tmp_path, tiny, monkeypatch):
+def test_compile_wraps_the_forward_and_loss_of_one_seed_and_the_vectorized_loss_of_many(tmp_path, tiny, monkeypatch):
     compiled = []
 
-    def fake_compile(function, mode=None):
-        compiled.append((type(function).__name__, mode))
+    def fake_compile(function, mode=None, dynamic=None):
+        compiled.append((function.__qualname__, mode, dynamic))
         return function
 
     monkeypatch.setattr(grokking.device.torch, "compile", fake_compile)
     train(tiny.replace(compile=True, steps=10), tmp_path / "one")
-    assert compiled == [("Transformer", None)]  # "reduce-overhead" (CUDA graphs) is for CUDA only
+    # one graph of forward and loss, static shapes; "reduce-overhead" (CUDA graphs) is for CUDA only
+    assert compiled == [("ModelStepper._loss", None, False)]
     train(tiny.replace(steps=10), tmp_path / "plain")
     assert without_timing(tmp_path / "one") == without_timing(tmp_path / "plain")
     configs = [tiny.replace(compile=True, steps=10, seed=s) for s in (0, 1)]
     train_seeds(configs, [tmp_path / "s0", tmp_path / "s1"])
-    assert compiled[1:] == [("function", None)]
+    assert compiled[1:] == [("SeedStepper._loss", None, False)]  # vmapped
 
 
 @pytest.mark.slow
