@@ -82,6 +82,13 @@ PANELS = [TASK, MODEL, OPTIM, ACCEL, RUN]  # the order of train --help
 LOG_HELP = (
     "Also log to tensorboard (event files in the run dir) or wandb (offline unless W&B is configured); repeatable."
 )
+SlurmOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        help=f"SLURM setting KEY=VALUE of every task, passed to submitit: {COMMON_SLURM_OPTIONS}; repeatable.",
+        rich_help_panel="On a cluster",
+    ),
+]
 ARCH_HELP = "; ".join(
     f"{name} ({', '.join(f'{k}={v}' for k, v in switches.items())})" for name, switches in ARCHITECTURES.items()
 )
@@ -318,13 +325,7 @@ def sweep_command(
             rich_help_panel="On a cluster",
         ),
     ] = False,
-    slurm_opt: Annotated[
-        list[str] | None,
-        typer.Option(
-            help=f"SLURM setting KEY=VALUE of every task, passed to submitit: {COMMON_SLURM_OPTIONS}; repeatable.",
-            rich_help_panel="On a cluster",
-        ),
-    ] = None,
+    slurm_opt: SlurmOptions = None,
     status: Annotated[
         bool,
         typer.Option(
@@ -427,10 +428,7 @@ def reproduce_command(
             rich_help_panel="On a cluster",
         ),
     ] = False,
-    slurm_opt: Annotated[
-        list[str] | None,
-        typer.Option(help="SLURM setting KEY=VALUE of every task; repeatable.", rich_help_panel="On a cluster"),
-    ] = None,
+    slurm_opt: SlurmOptions = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --list or --dry-run: print JSON.")] = False,
 ) -> None:
     """Reproduce a figure of Power et al. (2022) or a follow-up: train its runs (a sweep a series; finished runs

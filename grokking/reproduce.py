@@ -105,19 +105,27 @@ def operation_series(names: Sequence[str]) -> tuple[Series, ...]:
     return tuple(Series(name, get_operation(name).formula, {"operation": name}) for name in names)
 
 
+def fig2(
+    series: tuple[Series, ...], small_series: tuple[Series, ...], note: str, paper: dict[str, Any]
+) -> dict[str, Scale]:
+    """Power et al. Fig. 2's two scales: 10⁵ steps of `paper_wd`, 3 seeds and 7 fractions; small, 3,000 steps of
+    the small common ground at 3 fractions."""
+    small_grid, paper_grid = (
+        {"train_frac": SMALL_FRACTIONS, "seed": SEEDS},
+        {"train_frac": PAPER_FRACTIONS, "seed": SEEDS},
+    )
+    return {
+        "small": Scale("quick", {**SMALL, "steps": 3000}, small_grid, small_series, note),
+        "paper": Scale("paper_wd", paper, paper_grid, series),
+    }
+
+
 FIG2_LEFT = Recipe(
     "fig2-left",
     "Power et al. 2022, Fig. 2 (left)",
     "best validation accuracy within the budget against the training fraction, one line per optimization intervention",
     "best",
-    small=Scale(
-        "quick",
-        {**SMALL, "steps": 3000},
-        {"train_frac": SMALL_FRACTIONS, "seed": SEEDS},
-        INTERVENTIONS,
-        "x/y mod 47 instead of x·y in S5",
-    ),
-    paper=Scale("paper_wd", {"operation": "s5_mul"}, {"train_frac": PAPER_FRACTIONS, "seed": SEEDS}, INTERVENTIONS),
+    **fig2(INTERVENTIONS, INTERVENTIONS, "x/y mod 47 instead of x·y in S5", {"operation": "s5_mul"}),
 )
 GROKFAST = {"operation": "mul", "weight_decay": 0.005, "eval_every": 100}
 GROKFAST_SERIES = (
@@ -181,15 +189,11 @@ RECIPES: dict[str, Recipe] = {
             "Power et al. 2022, Fig. 2 (right)",
             "best validation accuracy within the budget against the training fraction, one line per operation",
             "best",
-            small=Scale(
-                "quick",
-                {**SMALL, "steps": 3000},
-                {"train_frac": SMALL_FRACTIONS, "seed": SEEDS},
+            **fig2(
+                operation_series(PAPER_OPERATIONS),
                 operation_series(PAPER_OPERATIONS[:9]),
                 "the 9 operations mod 47, without S5's 3",
-            ),
-            paper=Scale(
-                "paper_wd", {}, {"train_frac": PAPER_FRACTIONS, "seed": SEEDS}, operation_series(PAPER_OPERATIONS)
+                {},
             ),
         ),
         Recipe(

@@ -241,3 +241,19 @@ def test_a_points_status_follows_its_jobs_state_until_its_run_dir_is_done(state,
 def test_slurm_opt_needs_slurm(tmp_path):
     result = invoke("sweep", "--grid", "seed=0-1", "--slurm-opt", "time=5", "--out-dir", tmp_path / "sweep")
     assert result.exit_code == 2 and "add --slurm" in result.output
+
+
+@pytest.mark.slow
+def test_reproduce_submits_one_array_a_series_and_draws_what_the_cluster_trained(slurm, tmp_path):
+    out = tmp_path / "fig3"
+    submitted = invoke(
+        "reproduce", "fig3", "--scale", "tiny", "--out-dir", out, "--slurm", "--slurm-opt", "cpus_per_task=1"
+    )
+    assert submitted.exit_code == 0, submitted.output
+    assert len(slurm.submissions()) == 2  # s5_mul and add, one array each
+    slurm.wait_until_ended()
+    drawn = invoke("reproduce", "fig3", "--scale", "tiny", "--out-dir", out, "--draw-only")
+    assert drawn.exit_code == 0, drawn.output
+    panels = json.loads((out / "figures" / "fig3.json").read_text())["panels"]
+    assert [panel["step"] for panel in panels] == [20, 20]
+    assert [RunDir(panel["run_dir"]).read_summary()["steps_done"] for panel in panels] == [20, 20]
