@@ -364,7 +364,7 @@ def estimate(plan: Plan, speeds: dict[tuple[Any, ...], float] | None = None) -> 
     """`plan_rows` plus the hours the steps left would take one after another at the speed measured here
     (each distinct step cost measured once and kept in `speeds`), an upper bound where runs stop on grokking."""
     speeds = {} if speeds is None else speeds
-    seconds = 0.0
+    seconds, used = 0.0, set()
     for sweep in plan.sweeps:
         for point in sweep.points:
             status, _ = point_state(point)
@@ -373,8 +373,9 @@ def estimate(plan: Plan, speeds: dict[tuple[Any, ...], float] | None = None) -> 
             key = cost_key(point.config)
             if key not in speeds:
                 speeds[key] = measure_speed(point.config)
+            used.add(round(speeds[key], 1))
             seconds += (point.config.steps - point_report(point)["steps_done"]) / speeds[key]
-    return {**plan_rows(plan), "hours_left": seconds / 3600, "speeds": sorted({round(s, 1) for s in speeds.values()})}
+    return {**plan_rows(plan), "hours_left": seconds / 3600, "speeds": sorted(used)}
 
 
 def run_recipe(
