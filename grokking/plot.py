@@ -353,9 +353,9 @@ def plot_sweep(summary: dict[str, Any], path: Path, note: str = "") -> Path:
                         missed = True
                         ax.scatter(x, p["steps_done"], s=50, marker="^", facecolors="none", edgecolors=shade, zorder=3)
                         best = p.get("best_val_acc")
-                        if key == "generalization_step" and best is not None:  # how far it got: 95 % or chance
-                            ax.annotate(f"{best:.0%}", (x, p["steps_done"]), xytext=(0, 7), textcoords="offset points",
-                                        ha="center", fontsize=7, color=shade)  # fmt: skip
+                        if key == "generalization_step" and best is not None:  # how far it got; seeds stacked
+                            ax.annotate(f"{best:.0%}", (x, p["steps_done"]), xytext=(0, 7 + 9 * index),  # seeds
+                                        textcoords="offset points", ha="center", fontsize=7, color=shade)  # fmt: skip
                 if finished:
                     xs.append(positions[repr(value)])
                     medians.append(_median_steps([p[key] for p in finished]))
@@ -390,6 +390,8 @@ def plot_sweep(summary: dict[str, Any], path: Path, note: str = "") -> Path:
     elif scale == "category":
         ax.set_xticks(list(positions.values()), [str(v) for v in grid[x_key]])
     ax.set_yscale("log")
+    if missed:  # room above the budget for the seeds' best accuracies
+        ax.set_ylim(top=max(budgets) * 2.5)
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
