@@ -399,6 +399,8 @@ def figure_targets(plan: Plan) -> list[Path]:
 def draw(plan: Plan) -> list[Path]:
     """The recipe's figure from the run dirs as they are (points without results yet are left out), and
     the numbers it shows as JSON beside it."""
+    if plan.sweeps and not _run_dirs(plan):
+        raise GrokkingError(f"no run of {plan.out_dir} has trained yet; run it without --draw-only first")
     records = []
     for sweep in plan.sweeps:
         write_manifest(sweep)
@@ -447,10 +449,7 @@ def _run_dirs(plan: Plan) -> list[Path]:
 def draw_curves(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.plot import plot_runs
 
-    runs = _run_dirs(plan)
-    if not runs:
-        raise GrokkingError(f"no run of {plan.out_dir} has trained yet; run it without --draw-only first")
-    paths = plot_runs(runs, plan.figures_dir / plan.recipe.name)
+    paths = plot_runs(_run_dirs(plan), plan.figures_dir / plan.recipe.name)
     return _write(plan, {"series": [{"label": s, "points": p} for s, p in _series_points(plan, records)]}, paths[0])
 
 
@@ -458,8 +457,6 @@ def draw_projection(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.analysis.projection import projection, projection_figure
 
     panels = [projection(run) for run in _run_dirs(plan)]
-    if not panels:
-        raise GrokkingError(f"no run of {plan.out_dir} has trained yet; run it without --draw-only first")
     figure = projection_figure(panels, plan.title(), plan.figures_dir / f"{plan.recipe.name}.png")
     return _write(plan, {"panels": panels}, figure)
 
@@ -490,10 +487,7 @@ def draw_sharpness(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
 def draw_progress(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.analysis.analyze import analyze_run
 
-    runs = _run_dirs(plan)
-    if not runs:
-        raise GrokkingError(f"no run of {plan.out_dir} has trained yet; run it without --draw-only first")
-    results = analyze_run(runs[0])
+    results = analyze_run(_run_dirs(plan)[0])
     return [Path(path) for path in results["files"]]
 
 

@@ -17,6 +17,7 @@ from grokking.operations import get_operation, s5_permutations
 from grokking.paper_plots import HELD_OUT, NO_EQUATION, spearman, table_cells
 from grokking.reproduce import RECIPES, SCALES, TINY_STEPS, plan_recipe, plan_rows
 from grokking.rundir import RunDir
+from grokking.train import train
 from tests.conftest import assert_one_line_error, invoke
 
 PAPER_FIGURES = ("fig1-left", "fig1-center", "fig1-right", "fig2-left", "fig2-right", "fig3", "fig4")
@@ -123,11 +124,19 @@ def test_a_second_run_trains_nothing_and_a_stopped_run_continues(tmp_path):
 
 def test_draw_only_trains_nothing_and_draws_what_is_there(tmp_path):
     out = tmp_path / "fig2"
+    assert_one_line_error(
+        invoke("reproduce", "fig2-left", "--scale", "tiny", "--draw-only", "--out-dir", out), "has trained yet"
+    )
+    plan = plan_recipe("fig2-left", "tiny", out)
+    first = plan.sweeps[0].points[0]
+    train(first.config, first.run)  # one run of the plan, trained by hand
     result = invoke("reproduce", "fig2-left", "--scale", "tiny", "--draw-only", "--out-dir", out)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "figures" / "fig2-left.json").read_text())
-    assert all(p["status"] == "new" and p["best_val_acc"] is None for s in data["series"] for p in s["points"])
-    assert not list(out.rglob("metrics.jsonl"))
+    points = [p for s in data["series"] for p in s["points"]]
+    assert [p["status"] for p in points] == ["done"] + ["new"] * (len(points) - 1)
+    assert [p for p in points if p["best_val_acc"] is not None] == points[:1]
+    assert len(list(out.rglob("metrics.jsonl"))) == 1
 
 
 @pytest.mark.parametrize(
