@@ -392,13 +392,14 @@ def reproduce_command(
         str | None, typer.Argument(help=f"The recipe: {', '.join(RECIPES)}; `--list` describes them.")
     ] = None,
     scale: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="small: a reduction that finishes on a 2-core CPU (its departures in the figure's title); "
             "paper: the paper's setting (its budget, fractions, seeds and operations); "
-            f"tiny: a smoke test ({TINY_STEPS} steps, two runs a series)."
+            f"tiny: a smoke test ({TINY_STEPS} steps, two runs a series). "
+            "\\[default: small; with --dry-run, small and paper]"
         ),
-    ] = "small",
+    ] = None,
     list_recipes: Annotated[
         bool, typer.Option("--list", help="Describe every recipe: what it reproduces, runs and steps at both scales.")
     ] = False,
@@ -447,11 +448,13 @@ def reproduce_command(
         raise GrokkingError("--slurm-opt sets the SLURM tasks of --slurm; add --slurm")
     check_jobs(jobs)
     check_available(log or ())
-    plan = plan_recipe(figure, scale, out_dir)
     if dry_run:
-        rows = [estimate(plan)]
+        speeds: dict = {}  # measured once for the scales that share a step's cost
+        plans = [plan_recipe(figure, s, out_dir) for s in ([scale] if scale else ["small", "paper"])]
+        rows = [estimate(plan, speeds) for plan in plans]
         print(to_json(rows, indent=2)) if as_json else console.print(display.plan_table(rows))
         return
+    plan = plan_recipe(figure, scale or "small", out_dir)
     if slurm:
         for sweep in plan.sweeps:
             submitted, reports = submit_sweep(sweep, slurm_executor(sweep.out_dir, jobs, slurm_opt or []), log or ())

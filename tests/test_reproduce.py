@@ -79,6 +79,17 @@ def test_dry_run_prints_the_plan_and_a_measured_estimate(tmp_path):
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("metrics.jsonl"))  # nothing trained
 
 
+@pytest.mark.slow
+def test_dry_run_without_a_scale_plans_both_scales_with_one_measured_speed(tmp_path):
+    result = invoke("reproduce", "nanda-progress", "--dry-run", "--json", "--out-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    small, paper = json.loads(result.stdout)
+    assert (small["scale"], paper["scale"]) == ("small", "paper")
+    assert (small["steps"], paper["steps"]) == (15_000, 50_000)  # Nanda et al.'s budget at the paper scale
+    assert small["speeds"] == paper["speeds"] and len(small["speeds"]) == 1  # the same model, measured once
+    assert paper["hours_left"] == pytest.approx(small["hours_left"] * 50_000 / 15_000)
+
+
 def reproduce_tiny(name: str, out: Path) -> None:
     result = invoke("reproduce", name, "--scale", "tiny", "--out-dir", out)
     assert result.exit_code == 0, result.output
