@@ -393,7 +393,10 @@ def run_recipe(
 
 
 def figure_targets(plan: Plan) -> list[Path]:
-    return [plan.figures_dir / f"{plan.recipe.name}.png", plan.figures_dir / f"{plan.recipe.name}.json"]
+    """The files `draw` writes, checked before training so that a file in the way is found first."""
+    name, folder = plan.recipe.name, plan.figures_dir
+    figures = [folder / name / "accuracy.png", folder / name / "loss.png"] if plan.recipe.figure == "curves" else []
+    return [*(figures or [folder / f"{name}.png"]), folder / f"{name}.json"]
 
 
 def draw(plan: Plan) -> list[Path]:
