@@ -58,7 +58,7 @@ def best_accuracy_figure(series: Sequence[tuple[str, list[dict[str, Any]]]], tit
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     _frame(ax, "training data fraction", "best validation accuracy within the budget")
     ax.set_title(textwrap.fill(title, 95), fontsize=10)
-    ax.legend(fontsize=7.5, frameon=False, loc="upper left", ncol=2 if len(series) > 6 else 1)
+    ax.legend(fontsize=7.5, frameon=False, loc="best", ncol=2 if len(series) > 6 else 1)
     return save_figure(fig, path)
 
 
