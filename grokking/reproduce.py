@@ -203,7 +203,7 @@ RECIPES: dict[str, Recipe] = {
             "projection",
             small=Scale(
                 "paper_wd",
-                {"train_frac": 0.8, "steps": 20_000, "stop_on_grok": True, "eval_every": 100},
+                {"train_frac": 0.8, "steps": 10_000, "stop_on_grok": True, "eval_every": 100},
                 {"seed": [0]},
                 operation_series(("s5_mul", "add")),
                 "80 % of the table for training, where the paper scale has 50 % (there x·y in S5 had not "
