@@ -396,7 +396,7 @@ def reproduce_command(
         typer.Option(
             help="small: a reduction that finishes on a 2-core CPU (its departures in the figure's title); "
             "paper: the paper's setting (its budget, fractions, seeds and operations); "
-            f"tiny: a smoke test ({TINY_STEPS} steps, two runs a series). "
+            f"tiny: a smoke test ({TINY_STEPS} steps, two series of two runs). "
             "\\[default: small; with --dry-run, small and paper]"
         ),
     ] = None,

@@ -15,7 +15,7 @@ from grokking.analysis.projection import PAPER_SUBGROUP, _generated, best_partit
 from grokking.config import resolve
 from grokking.operations import get_operation, s5_permutations
 from grokking.paper_plots import HELD_OUT, NO_EQUATION, spearman, table_cells
-from grokking.reproduce import RECIPES, SCALES, TINY_STEPS, plan_recipe, plan_rows
+from grokking.reproduce import RECIPES, SCALES, TINY_STEPS, figure_targets, plan_recipe, plan_rows
 from grokking.rundir import RunDir
 from grokking.train import train
 from tests.conftest import assert_one_line_error, invoke
@@ -52,7 +52,7 @@ def test_every_recipe_plans_valid_runs_at_every_scale(name, scale, tmp_path):
             assert point.config.operation == series.settings.get("operation", plan.scale.base().operation)
     if scale == "tiny":
         assert all(p.config.steps == TINY_STEPS for s in plan.sweeps for p in s.points)
-        assert all(len(s.points) <= 2 for s in plan.sweeps)
+        assert all(len(s.points) <= 2 for s in plan.sweeps) and len(plan.sweeps) <= 2
     if scale == "paper" and recipe.figure in ("best", "steps"):  # Power et al.: 10⁵ steps, 3 seeds a point
         assert {p.config.steps for s in plan.sweeps for p in s.points} == {100_000}
         assert plan.scale.grid["seed"] == [0, 1, 2]
@@ -70,24 +70,16 @@ def test_small_scale_states_its_departures_in_the_title(tmp_path):
     assert "paper scale" in plan_recipe("fig2-left", "paper", tmp_path).title()
 
 
-def test_dry_run_prints_the_plan_and_a_measured_estimate(tmp_path):
-    result = invoke("reproduce", "fig1-center", "--scale", "tiny", "--dry-run", "--json", "--out-dir", tmp_path / "r")
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
-    assert row["runs"] == 2 and row["steps"] == row["steps_left"] == 2 * TINY_STEPS
-    assert row["speeds"] and all(s > 0 for s in row["speeds"]) and row["hours_left"] > 0
-    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("metrics.jsonl"))  # nothing trained
-
-
 @pytest.mark.slow
-def test_dry_run_without_a_scale_plans_both_scales_with_one_measured_speed(tmp_path):
+def test_dry_run_plans_both_scales_with_one_measured_speed_and_trains_nothing(tmp_path):
     result = invoke("reproduce", "nanda-progress", "--dry-run", "--json", "--out-dir", tmp_path / "r")
     assert result.exit_code == 0, result.output
     small, paper = json.loads(result.stdout)
     assert (small["scale"], paper["scale"]) == ("small", "paper")
-    assert (small["steps"], paper["steps"]) == (15_000, 50_000)  # Nanda et al.'s budget at the paper scale
+    assert (small["runs"], small["steps"], paper["steps"]) == (1, 15_000, 50_000)  # Nanda et al.'s budget at paper
     assert small["speeds"] == paper["speeds"] and len(small["speeds"]) == 1  # the same model, measured once
-    assert paper["hours_left"] == pytest.approx(small["hours_left"] * 50_000 / 15_000)
+    assert small["hours_left"] > 0 and paper["hours_left"] == pytest.approx(small["hours_left"] * 50_000 / 15_000)
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing written
 
 
 def reproduce_tiny(name: str, out: Path) -> None:
@@ -101,7 +93,7 @@ def reproduce_tiny(name: str, out: Path) -> None:
     if recipe.figure == "progress":
         assert (plan.sweeps[0].points[0].run.figures_dir / "progress.png").stat().st_size > 0
         return
-    assert (plan.figures_dir / f"{name}.png").stat().st_size > 0
+    assert all(path.stat().st_size > 0 for path in figure_targets(plan))  # the figure and its numbers
     data = json.loads((plan.figures_dir / f"{name}.json").read_text())
     assert data["recipe"] == name and data["scale"] == "tiny"
     if "series" in data:
@@ -109,13 +101,14 @@ def reproduce_tiny(name: str, out: Path) -> None:
         assert all(p["steps_done"] == TINY_STEPS for s in data["series"] for p in s["points"])
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=() if n in FAST_RECIPES else pytest.mark.slow) for n in RECIPES]
+@pytest.mark.parametrize(  # fig3 runs end to end in its own test below
+    "name", [pytest.param(n, marks=() if n in FAST_RECIPES else pytest.mark.slow) for n in RECIPES if n != "fig3"]
 )
 def test_every_recipe_runs_end_to_end_at_the_tiny_scale(name, tmp_path):
     reproduce_tiny(name, tmp_path / name)
 
 
+@pytest.mark.slow
 def test_a_second_run_trains_nothing_and_a_stopped_run_continues(tmp_path):
     out = tmp_path / "fig1-center"
     reproduce_tiny("fig1-center", out)
@@ -133,6 +126,7 @@ def test_a_second_run_trains_nothing_and_a_stopped_run_continues(tmp_path):
     assert second.read_summary()["steps_done"] == TINY_STEPS
 
 
+@pytest.mark.slow
 def test_draw_only_trains_nothing_and_draws_what_is_there(tmp_path):
     out = tmp_path / "fig2"
     assert_one_line_error(
@@ -168,12 +162,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 @pytest.mark.slow
 def test_a_folder_holding_other_runs_under_a_series_name_is_refused(tmp_path):
-    """fig3's `add` series (paper_wd) and fig2-right's (quick) are different runs: the second recipe is refused
+    """fig2-right's `add` series (quick) and fig3's (paper_wd) are different runs: the second recipe is refused
     before it trains anything, and the first one's files are left as they were."""
     out = tmp_path / "shared"
-    reproduce_tiny("fig3", out)
+    reproduce_tiny("fig2-right", out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    result = invoke("reproduce", "fig2-right", "--scale", "tiny", "--out-dir", out)
+    result = invoke("reproduce", "fig3", "--scale", "tiny", "--out-dir", out)
     assert_one_line_error(result, "holds a different sweep")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
