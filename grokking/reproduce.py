@@ -301,8 +301,9 @@ class Plan:
 def settings_text(scale: Scale) -> str:
     """`preset quick · p=47 · steps=3,000 · train_frac 0.3, 0.5, 0.7 · seeds 0, 1, 2`."""
     words = [f"preset {scale.preset}"] + ([f"arch {scale.arch}"] if scale.arch else [])
+    per_series = set.intersection(*(set(s.settings) for s in scale.series)) if scale.series else set()
     words += [f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-              for k, v in scale.settings.items() if k != "snapshot_every"]  # fmt: skip
+              for k, v in scale.settings.items() if k != "snapshot_every" and k not in per_series]  # fmt: skip
     words += [f"{'seeds' if k == 'seed' else k} {', '.join(map(str, v))}" for k, v in scale.grid.items()]
     return " · ".join(words)
 
