@@ -417,9 +417,12 @@ def reproduce_command(
         typer.Option(help="Folder of the recipe's sweeps and figures/ \\[default: runs/reproduce/RECIPE-SCALE]."),
     ] = None,
     jobs: Annotated[
-        int,
-        typer.Option(help="Runs trained side by side, each in its own process with an equal share of the cores."),
-    ] = 1,
+        int | None,
+        typer.Option(
+            help="Runs trained side by side, each in its own process with an equal share of the cores; with "
+            "--slurm, tasks of each array running at once. \\[default: 1; with --slurm: no cap]"
+        ),
+    ] = None,
     log: Annotated[list[str] | None, typer.Option(help=LOG_HELP)] = None,
     slurm: Annotated[
         bool,
@@ -446,7 +449,8 @@ def reproduce_command(
         raise GrokkingError("give one of --dry-run, --draw-only and --slurm")
     if slurm_opt and not slurm:
         raise GrokkingError("--slurm-opt sets the SLURM tasks of --slurm; add --slurm")
-    check_jobs(jobs)
+    if jobs is not None:
+        check_jobs(jobs)
     check_available(log or ())
     if dry_run:
         speeds: dict = {}  # measured once for the scales that share a step's cost
@@ -468,7 +472,7 @@ def reproduce_command(
             with display.TrainingProgress(err_console) as observer:
                 say = observer.console.print
                 paths = run_recipe(
-                    plan, observer, lambda line: say(line, markup=False, highlight=False), log or (), jobs
+                    plan, observer, lambda line: say(line, markup=False, highlight=False), log or (), jobs or 1
                 )
         except TrainingInterrupted as e:
             raise stopped(e, "Finished runs are kept. Run the same command again to continue.") from None
