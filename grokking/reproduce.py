@@ -418,6 +418,11 @@ def _series_points(plan: Plan, records: list[dict[str, Any]]) -> list[tuple[str,
     return [(series.label, record["points"]) for series, record in zip(plan.scale.series, records)]
 
 
+def _series_data(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The points a figure of series shows, as written beside it."""
+    return {"series": [{"label": label, "points": points} for label, points in _series_points(plan, records)]}
+
+
 def _write(plan: Plan, data: Any, figure: Path) -> list[Path]:
     path = plan.figures_dir / f"{plan.recipe.name}.json"
     atomic_write_json(path, {"recipe": plan.recipe.name, "scale": plan.scale_name, "title": plan.title(), **data})
@@ -428,7 +433,7 @@ def draw_steps(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.plot import plot_sweep
 
     figure = plot_sweep(records[0], plan.figures_dir / f"{plan.recipe.name}.png", note=plan.title())
-    return _write(plan, {"series": [{"label": s, "points": p} for s, p in _series_points(plan, records)]}, figure)
+    return _write(plan, _series_data(plan, records), figure)
 
 
 def draw_best(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
@@ -436,7 +441,7 @@ def draw_best(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
 
     series = _series_points(plan, records)
     figure = best_accuracy_figure(series, plan.title(), plan.figures_dir / f"{plan.recipe.name}.png")
-    return _write(plan, {"series": [{"label": s, "points": p} for s, p in series]}, figure)
+    return _write(plan, _series_data(plan, records), figure)
 
 
 def draw_table(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
@@ -456,7 +461,7 @@ def draw_curves(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.plot import plot_runs
 
     paths = plot_runs(_run_dirs(plan), plan.figures_dir / plan.recipe.name)
-    return _write(plan, {"series": [{"label": s, "points": p} for s, p in _series_points(plan, records)]}, paths[0])
+    return _write(plan, _series_data(plan, records), paths[0])
 
 
 def draw_projection(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
