@@ -2,6 +2,7 @@
 trainings side by side (ThreadShare)."""
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -86,3 +87,37 @@ def test_trainings_side_by_side_share_the_cores_and_one_alone_takes_them_all(tmp
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         with ThreadShare(folder=folder) as pinned:
             assert pinned.threads() == 1
+
+
+PAGE_FAULTS_A_STEP = """
+import resource, sys, tempfile, torch
+from grokking.config import RunConfig, resolve
+from grokking.device import keep_freed_memory
+from grokking.rundir import RunDir
+from grokking.train import ModelStepper, SeedRun
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+torch.set_num_threads(1)
+config = resolve(RunConfig(p=47, d_model=128, batch_size=512, steps=30))
+stepper = ModelStepper(SeedRun(config, RunDir(tempfile.mkdtemp() + "/run"), torch.device("cpu")))
+for step in range(1, 6):
+    stepper.train_step(step)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for step in range(6, 26):
+    stepper.train_step(step)
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator settings are glibc's")
+def test_memory_a_step_frees_is_kept_for_the_next_step_instead_of_faulted_in_again():
+    """glibc hands big freed blocks back to the kernel, so every training step faulted its activations in
+    again page by page (~370 faults a paper_wd step); training keeps them, which takes the faults away."""
+    faults = {}
+    for mode in ("keep", "default"):
+        command = [sys.executable, "-c", PAGE_FAULTS_A_STEP, mode]
+        kept, per_step = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+        assert kept == str(mode == "keep")
+        faults[mode] = float(per_step)
+    assert faults["default"] > 200  # a few hundred pages of 4 KiB a step
+    assert faults["keep"] < faults["default"] / 5
