@@ -66,7 +66,7 @@ def test_bf16_seeds_trained_together_start_like_single_runs(tmp_path, tiny):
 def test_compile_wraps_the_forward_and_loss_of_one_seed_and_the_vectorized_loss_of_many(tmp_path, tiny, monkeypatch):
     compiled = []
 
-    def fake_compile(function, mode=None, dynamic=None):
+    def fake_compile(function, mode=None, dynamic=None, options=None):
         compiled.append((function.__qualname__, mode, dynamic))
         return function
 
