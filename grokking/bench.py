@@ -132,6 +132,13 @@ def warmup_steps(config: RunConfig, n_train: int) -> int:
     return max(3, math.ceil(n_train / config.batch_size) + 1)
 
 
+def steady_offset(config: RunConfig) -> int:
+    """The step a timing starts after: past the dense early evaluations (at powers of two) that only a run's
+    first `eval_every` steps have, so that evaluating weighs on the figure as it does on most of a run
+    (paper_wd from step 12: six evaluations in 300 steps, 4 ms a step, where a long run has three)."""
+    return config.eval_every
+
+
 def interleave(
     contenders: list[Contender],
     config: RunConfig,
@@ -183,6 +190,8 @@ def bench_speed(
             engines.append(engine_contender(name, SeedRun(variant, RunDir(f"{scratch}/{len(engines)}"), device)))
         data = SeedRun(config, RunDir(f"{scratch}/data"), device).data
         everyone = [*engines, reference_contender(config, data, device)]
+        for contender in everyone:
+            contender.offset = steady_offset(config)
         interleave(everyone, config, steps, rounds, device, progress, warmup_steps(config, data.n_train))
         plain = config.replace(precision="fp32", compile=False)
         probe = engine_contender("probe", SeedRun(plain, RunDir(f"{scratch}/probe"), device))
@@ -252,6 +261,8 @@ def bench_seeds(
             ),
             Contender(f"{n_seeds} seeds together", group.train_step, group_val_acc),
         ]
+        for contender in pair:
+            contender.offset = steady_offset(config)
         interleave(pair, config, steps, rounds, device, progress)
     sequential = pair[0].step / pair[0].seconds
     together = n_seeds * pair[1].step / pair[1].seconds
