@@ -214,6 +214,7 @@ def bench_speed(
         "config": _shown(config),
         "steps_timed": everyone[-1].step,
         "warmup_steps": warmup_steps(config, data.n_train),
+        "first_timed_step": steady_offset(config) + warmup_steps(config, data.n_train) + 1,
         "reference_steps_per_s": reference,
         "engines": rows,
         **limit,

@@ -98,26 +98,13 @@ def compiled(function: Callable, device: torch.device) -> Callable:
 
 
 def saves_what_eager_saves() -> dict[str, Any]:
-    """Inductor options that split the joint forward-backward graph as eager autograd does (torch's
-    `default_partition`) instead of by its min-cut, which saves the smallest tensors it can: for each ReLU a
-    bool mask, besides the float output the next layer's backward keeps anyway. Inductor's CPU code writes
-    bool tensors over ten times slower than eager (torch 2.15, 2-core Xeon): the masks took 8 ms of a
-    compiled paper_wd step's 43, and compiling ran at 0.94x eager. Empty where the installed torch has no
-    hook for a partitioner; it then keeps its own."""
+    """Inductor options that split the compiled step into forward and backward as eager autograd does
+    (`grokking.partition`); empty where the installed torch has no hook for a partitioner."""
     import torch._inductor.config as inductor_config  # the compiler's modules load only when compiling
 
     if not hasattr(inductor_config, "custom_partitioner_fn"):
         return {}
-    from torch._functorch.partitioners import default_partition
-    from torch._inductor.custom_graph_pass import CustomPartitionerFn
-
-    class EagerPartition(CustomPartitionerFn):
-        def __call__(self, gm: Any, joint_inputs: Any, **kwargs: Any) -> Any:
-            kwargs.pop("compiler", None)  # min-cut's argument, which default_partition does not take
-            return default_partition(gm, joint_inputs, **kwargs)
-
-        def uuid(self) -> str:  # the compile cache's key for graphs partitioned this way
-            return "grokking.default_partition"
+    from grokking.partition import EagerPartition
 
     return {"custom_partitioner_fn": EagerPartition()}
 

@@ -24,6 +24,7 @@ def test_speed_mode_times_every_variant_and_the_reference_for_the_same_steps(tin
         assert row["speedup"] == row["steps_per_s"] / result["reference_steps_per_s"]
         assert row["share_of_fp32_roofline"] == row["steps_per_s"] / result["roofline_steps_per_s"]
     assert result["step_matmul_gflop"] > 0 and result["warmup_steps"] >= 3
+    assert result["first_timed_step"] > tiny.eval_every  # after the dense evaluations of a run's start
     assert result["device"] == "cpu" and result["threads"] >= 1 and result["peak_rss_mib"] > 0
 
 

@@ -20,6 +20,7 @@ LAYERS = {
     "operations": 1,
     "layout": 1,
     "processes": 1,
+    "partition": 1,  # how a compiled step splits into forward and backward; loaded by device when compiling
     "config": 2,
     "device": 2,
     "roofline": 2,
