@@ -50,6 +50,9 @@ def configure_torch(device: torch.device) -> None:
         # in parallel with atomic adds, in an order that varies from run to run; deterministic mode
         # makes that sum serial, so the same seed gives the same run, bit for bit.
         torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every new uninitialized tensor with NaN, to expose reads of it:
+        # 200 fills a paper_wd step, 4 % of its time. Nothing here reads memory it did not write.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         keep_freed_memory()
 
 
