@@ -3,6 +3,7 @@ splits it. Imported only when compiling (it loads torch's compiler) and where to
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch._functorch.partitioners import default_partition
@@ -18,8 +19,8 @@ class EagerPartition(CustomPartitionerFn):
     pickles it, can name it."""
 
     def __call__(self, gm: Any, joint_inputs: Any, **kwargs: Any) -> Any:
-        kwargs.pop("compiler", None)  # min-cut's argument, which default_partition does not take
-        return default_partition(gm, joint_inputs, **kwargs)
+        accepted = inspect.signature(default_partition).parameters  # not min-cut's own, such as `compiler`
+        return default_partition(gm, joint_inputs, **{k: v for k, v in kwargs.items() if k in accepted})
 
     def uuid(self) -> str:  # part of the compile cache's key: graphs split this way are cached apart
         return "grokking.partition.EagerPartition"
