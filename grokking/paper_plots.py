@@ -72,8 +72,11 @@ def sharpness_figure(rows: list[dict[str, Any]], title: str, path: Path) -> Path
         ax.scatter([r["sharpness"] for r in mine], [r["val_acc"] for r in mine], s=22, alpha=0.8,
                    color=colors[number % len(colors)], label=label, linewidths=0)  # fmt: skip
     positive = [r["sharpness"] for r in rows if r["sharpness"] > 0]
-    if positive and max(positive) > 100 * min(positive):  # decades apart: log, linear near 0 where some are 0
-        ax.set_xscale("symlog", linthresh=min(positive)) if len(positive) < len(rows) else ax.set_xscale("log")
+    decades_apart = bool(positive) and max(positive) > 100 * min(positive)
+    if decades_apart and len(positive) < len(rows):  # some are 0: linear near 0, logarithmic beyond
+        ax.set_xscale("symlog", linthresh=min(positive))
+    elif decades_apart:
+        ax.set_xscale("log")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     _frame(ax, "sharpness φ of the final weights (Keskar's ε-sharpness)", "final validation accuracy")
     rho = spearman([r["sharpness"] for r in rows], [r["val_acc"] for r in rows])

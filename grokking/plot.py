@@ -354,7 +354,7 @@ def plot_sweep(summary: dict[str, Any], path: Path, note: str = "") -> Path:
                         ax.scatter(x, p["steps_done"], s=50, marker="^", facecolors="none", edgecolors=shade, zorder=3)
                         best = p.get("best_val_acc")
                         if key == "generalization_step" and best is not None:  # how far it got; seeds stacked
-                            ax.annotate(f"{best:.0%}", (x, p["steps_done"]), xytext=(0, 7 + 9 * index),  # seeds
+                            ax.annotate(f"{best:.0%}", (x, p["steps_done"]), xytext=(0, 7 + 9 * index),
                                         textcoords="offset points", ha="center", fontsize=7, color=shade)  # fmt: skip
                 if finished:
                     xs.append(positions[repr(value)])

@@ -418,9 +418,9 @@ def _series_points(plan: Plan, records: list[dict[str, Any]]) -> list[tuple[str,
     return [(series.label, record["points"]) for series, record in zip(plan.scale.series, records)]
 
 
-def _series_data(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The points a figure of series shows, as written beside it."""
-    return {"series": [{"label": label, "points": points} for label, points in _series_points(plan, records)]}
+def _series_data(series: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The points a figure of series shows (`_series_points`), as written beside it."""
+    return {"series": [{"label": label, "points": points} for label, points in series]}
 
 
 def _write(plan: Plan, data: Any, figure: Path) -> list[Path]:
@@ -433,7 +433,7 @@ def draw_steps(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.plot import plot_sweep
 
     figure = plot_sweep(records[0], plan.figures_dir / f"{plan.recipe.name}.png", note=plan.title())
-    return _write(plan, _series_data(plan, records), figure)
+    return _write(plan, _series_data(_series_points(plan, records)), figure)
 
 
 def draw_best(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
@@ -441,7 +441,7 @@ def draw_best(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
 
     series = _series_points(plan, records)
     figure = best_accuracy_figure(series, plan.title(), plan.figures_dir / f"{plan.recipe.name}.png")
-    return _write(plan, _series_data(plan, records), figure)
+    return _write(plan, _series_data(series), figure)
 
 
 def draw_table(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
@@ -461,7 +461,7 @@ def draw_curves(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
     from grokking.plot import plot_runs
 
     paths = plot_runs(_run_dirs(plan), plan.figures_dir / plan.recipe.name)
-    return _write(plan, _series_data(plan, records), paths[0])
+    return _write(plan, _series_data(_series_points(plan, records)), paths[0])
 
 
 def draw_projection(plan: Plan, records: list[dict[str, Any]]) -> list[Path]:
